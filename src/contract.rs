@@ -1,0 +1,162 @@
+//! The `status.sentinel` contract between the sentinel and an operator.
+//!
+//! The sentinel serves any custom resource whose status follows this contract; the operator in
+//! this crate ([`StatefulCluster`](crate) once it exists) is the default. Field names are the JSON
+//! names on the wire.
+//!
+//! * `spec.sentinel` ([`SentinelSpec`]) and `spec.paused` are read by the sentinel to decide
+//!   whether and how fast to trigger.
+//! * `status.sentinel.{triggerID, triggeredAt, detectedAt, driftedObjects, driftedTotal}`
+//!   ([`SentinelTrigger`]) are written by the sentinel only, with its own field manager.
+//! * `status.sentinel.{lastHandledTriggerID, lastHandledAt, lastOutcome, revertedObjects,
+//!   corrections}` are written by the operator only.
+//!
+//! A resource needs the operator's attention when `triggerID` is set and differs from
+//! `lastHandledTriggerID` ([`is_pending`]).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Label that marks the objects an operator manages; the sentinel's default watch selector
+/// is `app.kubernetes.io/managed-by=kube-sentinel-operator`.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`] on objects managed by this crate's operator.
+pub const MANAGED_BY_VALUE: &str = "kube-sentinel-operator";
+/// Label naming the owning custom resource; the fallback when an object has no controller
+/// `ownerReference`.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// Field manager of every write the operator makes.
+pub const OPERATOR_FIELD_MANAGER: &str = "kube-sentinel-operator";
+/// Field manager of the sentinel's only write, the trigger.
+pub const SENTINEL_FIELD_MANAGER: &str = "kube-sentinel";
+/// Most drifted objects named in one trigger; [`SentinelTrigger::drifted_total`] counts all.
+pub const MAX_DRIFTED_OBJECTS: usize = 16;
+
+/// `spec.sentinel`: how the sentinel treats one custom resource.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentinelSpec {
+    /// Whether drift on this resource's objects triggers the operator (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Quiet period after the last drift event before the trigger is written, 1–60 s
+    /// (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60))]
+    pub debounce_window_seconds: Option<u32>,
+    /// `trailing` (default): trigger after the window is quiet. `leading`: trigger at once on
+    /// the first drift, then at most once more if drift continued within the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DebounceModeSpec>,
+    /// Longest a burst of drift can delay its trigger, 1–300 s (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub max_wait_seconds: Option<u32>,
+}
+
+impl SentinelSpec {
+    /// Default debounce window in seconds.
+    pub const DEFAULT_WINDOW_SECONDS: u32 = 2;
+    /// Default max wait in seconds.
+    pub const DEFAULT_MAX_WAIT_SECONDS: u32 = 10;
+
+    /// Whether the sentinel should trigger for this resource.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+}
+
+/// `spec.sentinel.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DebounceModeSpec {
+    /// Trigger once the debounce window has been quiet.
+    #[default]
+    Trailing,
+    /// Trigger on the first drift, then at most once more per window.
+    Leading,
+}
+
+/// What happened to a drifted object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DriftChange {
+    /// Changed by an actor outside the ignore set.
+    Modified,
+    /// Deleted while its owner was not being deleted.
+    Deleted,
+}
+
+/// One object named by a trigger.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftedObject {
+    /// Kind, e.g. `StatefulSet`.
+    pub kind: String,
+    /// Name, in the custom resource's namespace.
+    pub name: String,
+    /// Modified or deleted.
+    pub change: DriftChange,
+}
+
+/// The sentinel's fields of `status.sentinel`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentinelTrigger {
+    /// A UUID v4, new for every trigger.
+    #[serde(rename = "triggerID", default, skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<String>,
+    /// When the sentinel wrote the trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_at: Option<Time>,
+    /// When the sentinel received the first drift event of the burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
+    /// The drifted objects, at most [`MAX_DRIFTED_OBJECTS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drifted_objects: Vec<DriftedObject>,
+    /// How many objects drifted in the burst (may exceed the list's length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drifted_total: Option<u32>,
+}
+
+/// Whether a trigger is waiting for the operator: set and not yet acknowledged.
+pub fn is_pending(trigger_id: Option<&str>, last_handled_trigger_id: Option<&str>) -> bool {
+    match trigger_id {
+        Some(t) if !t.is_empty() => last_handled_trigger_id != Some(t),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_only_when_set_and_unacknowledged() {
+        assert!(!is_pending(None, None));
+        assert!(!is_pending(Some(""), None));
+        assert!(is_pending(Some("a"), None));
+        assert!(is_pending(Some("b"), Some("a")));
+        assert!(!is_pending(Some("a"), Some("a")));
+    }
+
+    #[test]
+    fn trigger_uses_wire_names() {
+        let t = SentinelTrigger {
+            trigger_id: Some("x".into()),
+            drifted_objects: vec![DriftedObject {
+                kind: "Service".into(),
+                name: "db".into(),
+                change: DriftChange::Deleted,
+            }],
+            drifted_total: Some(1),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&t).expect("serializes");
+        assert_eq!(v["triggerID"], "x");
+        assert_eq!(v["driftedObjects"][0]["change"], "deleted");
+        assert_eq!(v["driftedTotal"], 1);
+    }
+}
