@@ -1,1 +1,162 @@
-fn main() {}
+//! `kube-sentinel`: the sentinel, the operator and their tools in one binary.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kube_sentinel::{
+    telemetry,
+    testenv::{ControlPlane, ControlPlaneConfig},
+};
+use tokio::io::AsyncReadExt;
+
+/// Detects and reverts drift in Kubernetes infrastructure within seconds.
+#[derive(Parser)]
+#[command(name = "kube-sentinel", version, about)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "KUBE_SENTINEL_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a local control plane (etcd, kube-apiserver, kube-controller-manager) until Ctrl-C.
+    Testenv(TestenvArgs),
+    /// Run the whole system on a local control plane: the main job of this repository.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct TestenvArgs {
+    /// Where to write the admin kubeconfig.
+    #[arg(
+        long,
+        env = "KUBE_SENTINEL_TESTENV_KUBECONFIG",
+        default_value = "testenv.kubeconfig"
+    )]
+    kubeconfig: PathBuf,
+    /// Directory with etcd, kube-apiserver and kube-controller-manager (default: build them
+    /// with tests/controlplane/build.sh).
+    #[arg(long, env = "KUBE_SENTINEL_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Do not start kube-controller-manager (no StatefulSet status, no garbage collection).
+    #[arg(long)]
+    no_controller_manager: bool,
+    /// Stop when standard input closes: lets a parent process (a test harness) tie the
+    /// control plane's life to its own, even if it is killed.
+    #[arg(long)]
+    exit_on_stdin_eof: bool,
+    /// Do not print the kubeconfig on standard output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where to write the admin kubeconfig of the demo's control plane.
+    #[arg(long, default_value = "demo.kubeconfig")]
+    kubeconfig: PathBuf,
+    /// Directory with the control-plane binaries (default: build them).
+    #[arg(long, env = "KUBE_SENTINEL_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    telemetry::init_tracing(cli.log_json);
+    let result = match cli.command {
+        Command::Testenv(args) => testenv(args).await,
+        Command::Demo(args) => demo(args).await,
+    };
+    if let Err(e) = result {
+        eprintln!("kube-sentinel: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn control_plane_config(
+    bin_dir: Option<PathBuf>,
+    controller_manager: bool,
+) -> Result<ControlPlaneConfig> {
+    let mut config = match bin_dir {
+        Some(dir) => ControlPlaneConfig::new(dir),
+        None => ControlPlaneConfig::from_build_script()?,
+    };
+    config.controller_manager = controller_manager;
+    Ok(config)
+}
+
+async fn testenv(args: TestenvArgs) -> Result<()> {
+    let config = control_plane_config(args.bin_dir, !args.no_controller_manager)?;
+    let plane = ControlPlane::start(config).await?;
+    let written = plane
+        .write_admin_kubeconfig(&args.kubeconfig)
+        .with_context(|| format!("writing {}", args.kubeconfig.display()));
+    if let Err(e) = written {
+        plane.stop().await;
+        return Err(e);
+    }
+    if !args.quiet {
+        println!(
+            "{}",
+            kube_sentinel::testenv::kubeconfig_yaml(plane.admin_kubeconfig())?
+        );
+    }
+    eprintln!(
+        "control plane ready at {}; kubectl --kubeconfig {} get --raw /readyz",
+        plane.server(),
+        args.kubeconfig.display()
+    );
+    wait_for_shutdown(args.exit_on_stdin_eof).await;
+    eprintln!("stopping the control plane");
+    plane.stop().await;
+    let _ = std::fs::remove_file(&args.kubeconfig);
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    // Until the sentinel and operator are wired in, the demo is the control plane alone.
+    testenv(TestenvArgs {
+        kubeconfig: args.kubeconfig,
+        bin_dir: args.bin_dir,
+        no_controller_manager: false,
+        exit_on_stdin_eof: false,
+        quiet: true,
+    })
+    .await
+}
+
+/// Resolves on Ctrl-C, SIGTERM, or (if asked) end of standard input.
+async fn wait_for_shutdown(on_stdin_eof: bool) {
+    let stdin_eof = async {
+        if on_stdin_eof {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            // Any read error also means the parent is gone.
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let sigterm = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm => {}
+        _ = stdin_eof => {}
+    }
+}

@@ -90,7 +90,7 @@ pub fn router(health: Health, registry: Arc<Registry>) -> Router {
             "/metrics",
             get(move || {
                 let registry = registry.clone();
-                async move { encode_metrics(&registry) }
+                async move { encode_metrics(&registry).into_response() }
             }),
         )
 }
