@@ -17,6 +17,10 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "KUBE_SENTINEL_LOG_JSON")]
     log_json: bool,
+    /// Exit when standard input closes: lets a parent process (a test harness) tie this
+    /// program's life to its own, even if the parent is killed.
+    #[arg(long, global = true, hide = true)]
+    exit_on_stdin_eof: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,10 +49,6 @@ struct TestenvArgs {
     /// Do not start kube-controller-manager (no StatefulSet status, no garbage collection).
     #[arg(long)]
     no_controller_manager: bool,
-    /// Stop when standard input closes: lets a parent process (a test harness) tie the
-    /// control plane's life to its own, even if it is killed.
-    #[arg(long)]
-    exit_on_stdin_eof: bool,
     /// Do not print the kubeconfig on standard output.
     #[arg(long)]
     quiet: bool,
@@ -69,7 +69,7 @@ async fn main() {
     let cli = Cli::parse();
     telemetry::init_tracing(cli.log_json);
     let result = match cli.command {
-        Command::Testenv(args) => testenv(args).await,
+        Command::Testenv(args) => testenv(args, cli.exit_on_stdin_eof).await,
         Command::Demo(args) => demo(args).await,
     };
     if let Err(e) = result {
@@ -90,7 +90,7 @@ fn control_plane_config(
     Ok(config)
 }
 
-async fn testenv(args: TestenvArgs) -> Result<()> {
+async fn testenv(args: TestenvArgs, exit_on_stdin_eof: bool) -> Result<()> {
     let config = control_plane_config(args.bin_dir, !args.no_controller_manager)?;
     let plane = ControlPlane::start(config).await?;
     let written = plane
@@ -111,7 +111,7 @@ async fn testenv(args: TestenvArgs) -> Result<()> {
         plane.server(),
         args.kubeconfig.display()
     );
-    wait_for_shutdown(args.exit_on_stdin_eof).await;
+    wait_for_shutdown(exit_on_stdin_eof).await;
     eprintln!("stopping the control plane");
     plane.stop().await;
     let _ = std::fs::remove_file(&args.kubeconfig);
@@ -124,9 +124,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
         kubeconfig: args.kubeconfig,
         bin_dir: args.bin_dir,
         no_controller_manager: false,
-        exit_on_stdin_eof: false,
         quiet: true,
-    })
+    }, false)
     .await
 }
 

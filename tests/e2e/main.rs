@@ -1,0 +1,5 @@
+//! Integration tests against a real kube-apiserver, etcd and kube-controller-manager, built
+//! from their upstream Go modules. One control plane serves the whole run (see `support`).
+
+mod smoke;
+mod support;

@@ -1,0 +1,227 @@
+//! Test harness: one real control plane per test run, shared by every test in this binary.
+//!
+//! The control plane runs in a child process (`kube-sentinel testenv --exit-on-stdin-eof`)
+//! whose standard input is a pipe held by this process: however this process ends (success,
+//! panic, abort, SIGKILL) the pipe closes and the control plane stops and removes its data.
+//! Set `KUBE_SENTINEL_KUBECONFIG` to use a control plane that is already running instead.
+//!
+//! Tests share the API server, so each works in its own namespace ([`ControlPlane::namespace`])
+//! and names cluster-scoped objects after it.
+
+#![allow(dead_code)] // Each test module uses a different part of the harness.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+    config::Kubeconfig,
+};
+use kube_sentinel::testenv;
+
+/// The shared control plane, as seen by tests.
+pub struct ControlPlane {
+    kubeconfig: Kubeconfig,
+    kubeconfig_path: PathBuf,
+    workdir: PathBuf,
+    _process: Option<Mutex<(Child, ChildStdin)>>,
+}
+
+static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// The control plane for this test run, started on first use.
+pub fn control_plane() -> &'static ControlPlane {
+    match PLANE.get_or_init(start) {
+        Ok(plane) => plane,
+        Err(e) => panic!("no control plane: {e}"),
+    }
+}
+
+fn start() -> Result<ControlPlane, String> {
+    let workdir = std::env::temp_dir().join(format!("kube-sentinel-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir).map_err(|e| format!("creating {}: {e}", workdir.display()))?;
+    if let Some(path) = std::env::var_os("KUBE_SENTINEL_KUBECONFIG") {
+        let path = PathBuf::from(path);
+        let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(ControlPlane { kubeconfig, kubeconfig_path: path, workdir, _process: None });
+    }
+    let kubeconfig_path = workdir.join("admin.kubeconfig");
+    let log_path = workdir.join("testenv.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
+        .args(["testenv", "--exit-on-stdin-eof", "--quiet", "--kubeconfig"])
+        .arg(&kubeconfig_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("starting kube-sentinel testenv: {e}"))?;
+    let stdin = child.stdin.take().ok_or("testenv has no stdin pipe")?;
+    // A cold control-plane build happens in build.sh before this; allow for it.
+    let deadline = Instant::now() + Duration::from_secs(40 * 60);
+    while !kubeconfig_path.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("testenv exited with {status}:\n{log}"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("testenv did not become ready".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kubeconfig =
+        Kubeconfig::read_from(&kubeconfig_path).map_err(|e| format!("{}: {e}", kubeconfig_path.display()))?;
+    Ok(ControlPlane {
+        kubeconfig,
+        kubeconfig_path,
+        workdir,
+        _process: Some(Mutex::new((child, stdin))),
+    })
+}
+
+impl ControlPlane {
+    /// A fresh admin client (clients are bound to the test's runtime, so never shared).
+    pub async fn admin(&self) -> Client {
+        testenv::client_from_kubeconfig(self.kubeconfig.clone())
+            .await
+            .expect("admin client")
+    }
+
+    /// Path of the admin kubeconfig.
+    pub fn admin_kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// A directory for this run's files.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// Creates a namespace `prefix-<random>` for one test and returns its name.
+    pub async fn namespace(&self, prefix: &str) -> String {
+        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(self.admin().await)
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        name
+    }
+
+    /// Creates ServiceAccount `namespace/name` if it does not exist.
+    pub async fn ensure_service_account(&self, namespace: &str, name: &str) {
+        let api: Api<ServiceAccount> = Api::namespaced(self.admin().await, namespace);
+        if api.get_opt(name).await.expect("get serviceaccount").is_none() {
+            let sa = ServiceAccount {
+                metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &sa).await.expect("create serviceaccount");
+        }
+    }
+
+    /// A client acting as ServiceAccount `namespace/name` (created if missing), authenticated
+    /// with a TokenRequest token.
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Client {
+        let kc = self.service_account_kubeconfig(namespace, name).await;
+        testenv::client_from_kubeconfig(kc).await.expect("service account client")
+    }
+
+    /// A kubeconfig acting as ServiceAccount `namespace/name` (created if missing).
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Kubeconfig {
+        self.ensure_service_account(namespace, name).await;
+        testenv::service_account_kubeconfig(&self.kubeconfig, namespace, name, Duration::from_secs(3600))
+            .await
+            .expect("service account kubeconfig")
+    }
+
+    /// Writes a kubeconfig for ServiceAccount `namespace/name` to a file, for a program run
+    /// under that identity ([`Program::spawn`]).
+    pub async fn service_account_kubeconfig_file(&self, namespace: &str, name: &str) -> PathBuf {
+        let kc = self.service_account_kubeconfig(namespace, name).await;
+        let path = self.workdir.join(format!("{namespace}-{name}.kubeconfig"));
+        std::fs::write(&path, testenv::kubeconfig_yaml(&kc).expect("yaml")).expect("write kubeconfig");
+        path
+    }
+}
+
+/// A `kube-sentinel` subcommand running as a separate process; killed when dropped, and it
+/// exits by itself when this test process ends (its stdin closes).
+pub struct Program {
+    child: Child,
+    _stdin: Option<ChildStdin>,
+    log: PathBuf,
+}
+
+impl Program {
+    /// Runs `kube-sentinel <args>` with `KUBECONFIG=kubeconfig`, logging to a file in the
+    /// run's work directory.
+    pub fn spawn(name: &str, args: &[&str], kubeconfig: &Path) -> Self {
+        let log = control_plane()
+            .workdir()
+            .join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
+            .arg("--exit-on-stdin-eof")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_sentinel=debug".into()))
+            .stdin(Stdio::piped())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn kube-sentinel");
+        let stdin = child.stdin.take();
+        Self { child, _stdin: stdin, log }
+    }
+
+    /// The program's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the process (as a crash would) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
