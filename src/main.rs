@@ -120,12 +120,15 @@ async fn testenv(args: TestenvArgs, exit_on_stdin_eof: bool) -> Result<()> {
 
 async fn demo(args: DemoArgs) -> Result<()> {
     // Until the sentinel and operator are wired in, the demo is the control plane alone.
-    testenv(TestenvArgs {
-        kubeconfig: args.kubeconfig,
-        bin_dir: args.bin_dir,
-        no_controller_manager: false,
-        quiet: true,
-    }, false)
+    testenv(
+        TestenvArgs {
+            kubeconfig: args.kubeconfig,
+            bin_dir: args.bin_dir,
+            no_controller_manager: false,
+            quiet: true,
+        },
+        false,
+    )
     .await
 }
 

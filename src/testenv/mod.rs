@@ -129,11 +129,14 @@ impl ControlPlane {
             .data_parent
             .clone()
             .unwrap_or_else(default_data_parent);
+        remove_stale_data_dirs(&parent);
         let data_dir = tempfile::Builder::new()
-            .prefix("kube-sentinel-testenv-")
+            .prefix(DATA_DIR_PREFIX)
             .tempdir_in(&parent)
             .with_context(|| format!("creating a data directory in {}", parent.display()))?;
         let dir = data_dir.path().to_path_buf();
+        std::fs::write(dir.join(OWNER_PID_FILE), std::process::id().to_string())
+            .context("writing the data directory's owner pid")?;
         let pki = Pki::generate()?;
         let write = |name: &str, text: &str| -> Result<PathBuf> {
             let p = dir.join(name);
@@ -444,6 +447,35 @@ pub async fn service_account_kubeconfig(
         token,
         namespace,
     )
+}
+
+const DATA_DIR_PREFIX: &str = "kube-sentinel-testenv-";
+const OWNER_PID_FILE: &str = "owner.pid";
+
+/// Removes data directories left by launchers that were killed (SIGKILL leaves no chance to
+/// clean up; on tmpfs they would hold memory until reboot).
+fn remove_stale_data_dirs(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(DATA_DIR_PREFIX));
+        if !ours {
+            continue;
+        }
+        let owner = std::fs::read_to_string(path.join(OWNER_PID_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        let owner_alive = owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if owner.is_some() && !owner_alive {
+            tracing::info!(dir = %path.display(), "removing a stale control-plane data directory");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn default_data_parent() -> PathBuf {

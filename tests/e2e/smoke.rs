@@ -24,7 +24,11 @@ async fn readyz_ok_and_admission_policies_served() {
     let cp = control_plane();
     let client = cp.admin().await;
     let readyz = client
-        .request_text(http::Request::get("/readyz").body(Vec::new()).expect("request"))
+        .request_text(
+            http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("request"),
+        )
         .await
         .expect("/readyz");
     assert_eq!(readyz.trim(), "ok");
@@ -34,7 +38,10 @@ async fn readyz_ok_and_admission_policies_served() {
         .flat_map(|g| g.recommended_resources())
         .map(|(ar, _)| ar.plural)
         .collect();
-    assert!(served.iter().any(|p| p == "validatingadmissionpolicies"), "{served:?}");
+    assert!(
+        served.iter().any(|p| p == "validatingadmissionpolicies"),
+        "{served:?}"
+    );
     assert!(served.iter().any(|p| p == "statefulsets"));
 }
 
@@ -44,7 +51,13 @@ async fn managed_fields_name_each_manager_with_operation_and_time() {
     let ns = cp.namespace("smoke-mf").await;
     let admin = cp.admin().await;
     // The ServiceAccount may patch ConfigMaps in this namespace, nothing more.
-    grant(&admin, &ns, "editor", json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}])).await;
+    grant(
+        &admin,
+        &ns,
+        "editor",
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}]),
+    )
+    .await;
     let sa = cp.service_account_client(&ns, "editor").await;
 
     let admin_cms: Api<ConfigMap> = Api::namespaced(admin, &ns);
@@ -56,14 +69,22 @@ async fn managed_fields_name_each_manager_with_operation_and_time() {
     }))
     .expect("configmap");
     admin_cms
-        .create(&PostParams { field_manager: Some("a".into()), ..Default::default() }, &cm)
+        .create(
+            &PostParams {
+                field_manager: Some("a".into()),
+                ..Default::default()
+            },
+            &cm,
+        )
         .await
         .expect("create as a");
     Api::<ConfigMap>::namespaced(sa, &ns)
         .patch(
             "shared",
             &PatchParams::apply("b"),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"owned-by-b": "2"}})),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"owned-by-b": "2"}}),
+            ),
         )
         .await
         .expect("apply as b");
@@ -79,13 +100,22 @@ async fn managed_fields_name_each_manager_with_operation_and_time() {
     .expect("watch stream ended")
     .expect("watch error");
     let entries = seen.managed_fields();
-    let a = entries.iter().find(|e| e.manager.as_deref() == Some("a")).expect("entry for a");
-    let b = entries.iter().find(|e| e.manager.as_deref() == Some("b")).expect("entry for b");
+    let a = entries
+        .iter()
+        .find(|e| e.manager.as_deref() == Some("a"))
+        .expect("entry for a");
+    let b = entries
+        .iter()
+        .find(|e| e.manager.as_deref() == Some("b"))
+        .expect("entry for b");
     assert_eq!(a.operation.as_deref(), Some("Update"));
     assert_eq!(b.operation.as_deref(), Some("Apply"));
     assert!(a.time.is_some() && b.time.is_some());
     let b_fields = serde_json::to_string(&b.fields_v1).expect("fieldsV1");
-    assert!(b_fields.contains("owned-by-b") && !b_fields.contains("owned-by-a"), "{b_fields}");
+    assert!(
+        b_fields.contains("owned-by-b") && !b_fields.contains("owned-by-a"),
+        "{b_fields}"
+    );
 }
 
 #[tokio::test]
@@ -142,15 +172,21 @@ async fn validating_admission_policy_denies_with_its_message() {
 
     let cms: Api<ConfigMap> = Api::namespaced(admin, &ns);
     // Allowed writes still pass.
-    let ok: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "fine"}, "data": {"k": "v"}})).expect("cm");
-    cms.create(&PostParams::default(), &ok).await.expect("allowed write");
+    let ok: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "fine"}, "data": {"k": "v"}}))
+            .expect("cm");
+    cms.create(&PostParams::default(), &ok)
+        .await
+        .expect("allowed write");
     // The policy reaches the admission chain asynchronously; retry until it denies.
     let message = eventually(Duration::from_secs(30), "the policy to deny", || {
         let cms = cms.clone();
         async move {
             let name = format!("bad-{}", uuid::Uuid::new_v4().simple());
-            let bad: ConfigMap =
-                serde_json::from_value(json!({"metadata": {"name": name}, "data": {"forbidden": "x"}})).ok()?;
+            let bad: ConfigMap = serde_json::from_value(
+                json!({"metadata": {"name": name}, "data": {"forbidden": "x"}}),
+            )
+            .ok()?;
             match cms.create(&PostParams::default(), &bad).await {
                 Ok(_) => None,
                 Err(e) => Some(e.to_string()),
@@ -158,13 +194,20 @@ async fn validating_admission_policy_denies_with_its_message() {
         }
     })
     .await;
-    assert!(message.contains("configmaps may not carry the key 'forbidden'"), "{message}");
-    assert!(message.contains(&name), "the denial names the policy: {message}");
+    assert!(
+        message.contains("configmaps may not carry the key 'forbidden'"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&name),
+        "the denial names the policy: {message}"
+    );
 }
 
 /// Grants ServiceAccount `ns/sa` the namespaced `rules`.
 pub async fn grant(admin: &kube::Client, ns: &str, sa: &str, rules: serde_json::Value) {
-    let role: Role = serde_json::from_value(json!({"metadata": {"name": sa}, "rules": rules})).expect("role");
+    let role: Role =
+        serde_json::from_value(json!({"metadata": {"name": sa}, "rules": rules})).expect("role");
     Api::<Role>::namespaced(admin.clone(), ns)
         .create(&PostParams::default(), &role)
         .await

@@ -45,11 +45,18 @@ pub fn control_plane() -> &'static ControlPlane {
 
 fn start() -> Result<ControlPlane, String> {
     let workdir = std::env::temp_dir().join(format!("kube-sentinel-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&workdir).map_err(|e| format!("creating {}: {e}", workdir.display()))?;
+    std::fs::create_dir_all(&workdir)
+        .map_err(|e| format!("creating {}: {e}", workdir.display()))?;
     if let Some(path) = std::env::var_os("KUBE_SENTINEL_KUBECONFIG") {
         let path = PathBuf::from(path);
-        let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        return Ok(ControlPlane { kubeconfig, kubeconfig_path: path, workdir, _process: None });
+        let kubeconfig =
+            Kubeconfig::read_from(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(ControlPlane {
+            kubeconfig,
+            kubeconfig_path: path,
+            workdir,
+            _process: None,
+        });
     }
     let kubeconfig_path = workdir.join("admin.kubeconfig");
     let log_path = workdir.join("testenv.log");
@@ -76,8 +83,8 @@ fn start() -> Result<ControlPlane, String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let kubeconfig =
-        Kubeconfig::read_from(&kubeconfig_path).map_err(|e| format!("{}: {e}", kubeconfig_path.display()))?;
+    let kubeconfig = Kubeconfig::read_from(&kubeconfig_path)
+        .map_err(|e| format!("{}: {e}", kubeconfig_path.display()))?;
     Ok(ControlPlane {
         kubeconfig,
         kubeconfig_path,
@@ -106,9 +113,15 @@ impl ControlPlane {
 
     /// Creates a namespace `prefix-<random>` for one test and returns its name.
     pub async fn namespace(&self, prefix: &str) -> String {
-        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let ns = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         Api::<Namespace>::all(self.admin().await)
@@ -121,12 +134,22 @@ impl ControlPlane {
     /// Creates ServiceAccount `namespace/name` if it does not exist.
     pub async fn ensure_service_account(&self, namespace: &str, name: &str) {
         let api: Api<ServiceAccount> = Api::namespaced(self.admin().await, namespace);
-        if api.get_opt(name).await.expect("get serviceaccount").is_none() {
+        if api
+            .get_opt(name)
+            .await
+            .expect("get serviceaccount")
+            .is_none()
+        {
             let sa = ServiceAccount {
-                metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
-            api.create(&PostParams::default(), &sa).await.expect("create serviceaccount");
+            api.create(&PostParams::default(), &sa)
+                .await
+                .expect("create serviceaccount");
         }
     }
 
@@ -134,15 +157,22 @@ impl ControlPlane {
     /// with a TokenRequest token.
     pub async fn service_account_client(&self, namespace: &str, name: &str) -> Client {
         let kc = self.service_account_kubeconfig(namespace, name).await;
-        testenv::client_from_kubeconfig(kc).await.expect("service account client")
+        testenv::client_from_kubeconfig(kc)
+            .await
+            .expect("service account client")
     }
 
     /// A kubeconfig acting as ServiceAccount `namespace/name` (created if missing).
     pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Kubeconfig {
         self.ensure_service_account(namespace, name).await;
-        testenv::service_account_kubeconfig(&self.kubeconfig, namespace, name, Duration::from_secs(3600))
-            .await
-            .expect("service account kubeconfig")
+        testenv::service_account_kubeconfig(
+            &self.kubeconfig,
+            namespace,
+            name,
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("service account kubeconfig")
     }
 
     /// Writes a kubeconfig for ServiceAccount `namespace/name` to a file, for a program run
@@ -150,7 +180,8 @@ impl ControlPlane {
     pub async fn service_account_kubeconfig_file(&self, namespace: &str, name: &str) -> PathBuf {
         let kc = self.service_account_kubeconfig(namespace, name).await;
         let path = self.workdir.join(format!("{namespace}-{name}.kubeconfig"));
-        std::fs::write(&path, testenv::kubeconfig_yaml(&kc).expect("yaml")).expect("write kubeconfig");
+        std::fs::write(&path, testenv::kubeconfig_yaml(&kc).expect("yaml"))
+            .expect("write kubeconfig");
         path
     }
 }
@@ -175,14 +206,21 @@ impl Program {
             .arg("--exit-on-stdin-eof")
             .args(args)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_sentinel=debug".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_sentinel=debug".into()),
+            )
             .stdin(Stdio::piped())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
             .spawn()
             .expect("spawn kube-sentinel");
         let stdin = child.stdin.take();
-        Self { child, _stdin: stdin, log }
+        Self {
+            child,
+            _stdin: stdin,
+            log,
+        }
     }
 
     /// The program's log so far.
