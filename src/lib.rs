@@ -27,6 +27,7 @@
 //!   from upstream Go modules) for tests, the demo and benchmarks.
 
 pub mod contract;
+pub mod leader;
 pub mod stream;
 pub mod telemetry;
 pub mod testenv;

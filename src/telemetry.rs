@@ -15,10 +15,12 @@ use std::{
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::registry::Registry;
 
+type Gates = Vec<(&'static str, Arc<AtomicBool>)>;
+
 /// Readiness gates shared between the program's stages and the `/readyz` handler.
 #[derive(Clone, Default)]
 pub struct Health {
-    gates: Arc<Mutex<Vec<(&'static str, Arc<AtomicBool>)>>>,
+    gates: Arc<Mutex<Gates>>,
 }
 
 /// One readiness condition, closed until [`Gate::set`] opens it.
@@ -59,7 +61,7 @@ impl Health {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, Arc<AtomicBool>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gates> {
         // A poisoned list of flags is still a valid list of flags.
         self.gates.lock().unwrap_or_else(|e| e.into_inner())
     }
