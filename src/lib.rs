@@ -28,6 +28,7 @@
 
 pub mod contract;
 pub mod leader;
+pub mod manifests;
 pub mod stream;
 pub mod telemetry;
 pub mod testenv;

@@ -231,3 +231,32 @@ pub fn status_code(err: &kube::Error) -> Option<u16> {
         _ => None,
     }
 }
+
+#[tokio::test]
+async fn manifests_apply_namespaced_and_cluster_scoped_objects() {
+    let cp = control_plane();
+    let ns = cp.namespace("smoke-apply").await;
+    let admin = cp.admin().await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {ns}-reader\nrules: []\n"
+    );
+    let applied = kube_sentinel::manifests::apply(&admin, &yaml, "smoke", &ns)
+        .await
+        .expect("apply");
+    assert_eq!(applied.len(), 2);
+    assert_eq!(applied[0].namespace.as_deref(), Some(ns.as_str()));
+    assert_eq!(applied[1].namespace, None);
+    let cm = Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+        .get("from-yaml")
+        .await
+        .expect("configmap");
+    assert_eq!(
+        cm.data.and_then(|d| d.get("k").cloned()).as_deref(),
+        Some("v")
+    );
+    // Applying again is idempotent.
+    kube_sentinel::manifests::apply(&admin, &yaml, "smoke", &ns)
+        .await
+        .expect("re-apply");
+}
