@@ -3,3 +3,5 @@
 
 pub mod crd;
 pub mod managers;
+pub mod metrics;
+pub mod reconcile;
