@@ -1,0 +1,3 @@
+//! The sentinel: watch → managedFields actor filter → keyed debounce → status-patch trigger.
+
+pub mod actor;
