@@ -18,14 +18,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// API group of this crate's custom resource, the sentinel's default owner kind.
+/// API group of the operator's custom resource.
 pub const DEFAULT_GROUP: &str = "kube-sentinel.dev";
-/// API version of this crate's custom resource.
+/// API version of the operator's custom resource.
 pub const DEFAULT_VERSION: &str = "v1alpha1";
-/// Kind of this crate's custom resource.
+/// Kind of the operator's custom resource.
 pub const DEFAULT_KIND: &str = "StatefulCluster";
-/// Plural resource name of this crate's custom resource.
+/// Plural resource name of the operator's custom resource.
 pub const DEFAULT_PLURAL: &str = "statefulclusters";
+
 /// Label that marks the objects an operator manages; the sentinel's default watch selector
 /// is `app.kubernetes.io/managed-by=kube-sentinel-operator`.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

@@ -29,6 +29,7 @@
 pub mod contract;
 pub mod leader;
 pub mod manifests;
+pub mod operator;
 pub mod sentinel;
 pub mod stream;
 pub mod telemetry;

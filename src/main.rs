@@ -31,6 +31,8 @@ enum Command {
     Testenv(TestenvArgs),
     /// Run the whole system on a local control plane: the main job of this repository.
     Demo(DemoArgs),
+    /// Print the StatefulCluster CustomResourceDefinition as YAML (`kubectl apply -f -`).
+    Crd,
 }
 
 #[derive(Args)]
@@ -71,6 +73,10 @@ async fn main() {
     let result = match cli.command {
         Command::Testenv(args) => testenv(args, cli.exit_on_stdin_eof).await,
         Command::Demo(args) => demo(args).await,
+        Command::Crd => {
+            print!("{}", kube_sentinel::operator::crd::crd_yaml());
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("kube-sentinel: {e:#}");

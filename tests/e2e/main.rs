@@ -2,6 +2,7 @@
 //! from their upstream Go modules. One control plane serves the whole run (see `support`).
 
 mod leader;
+mod operator;
 mod smoke;
 mod support;
 mod testenv;

@@ -1,0 +1,4 @@
+//! The operator: the [`StatefulCluster`](crd::StatefulCluster) custom resource and its
+//! reconciler.
+
+pub mod crd;
