@@ -6,6 +6,12 @@
 
 use futures::Stream;
 
+pub mod lanes;
+
+pub use lanes::{
+    Claim, Lane, LanesConfig, Next, PrometheusQueueMetrics, QueueMetrics, QueueStats, TwoLaneQueue,
+};
+
 /// Fluent entry points for the combinators in this module.
 pub trait ControllerStreamExt: Stream {}
 
