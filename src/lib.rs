@@ -26,10 +26,12 @@
 //! * [`testenv`]: a local control plane (etcd, kube-apiserver, kube-controller-manager built
 //!   from upstream Go modules) for tests, the demo and benchmarks.
 
+pub mod cli;
 pub mod contract;
 pub mod leader;
 pub mod manifests;
 pub mod operator;
+pub mod sentinel;
 pub mod stream;
 pub mod telemetry;
 pub mod testenv;

@@ -263,3 +263,80 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Repository root, for manifests under `deploy/`.
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Installs the committed StatefulCluster CRD (idempotent) and waits until it is served.
+pub async fn install_crd(client: &Client) -> kube::api::ApiResource {
+    let yaml = std::fs::read_to_string(format!("{REPO}/deploy/crd/statefulcluster.yaml"))
+        .expect("read CRD");
+    kube_sentinel::manifests::apply(client, &yaml, "e2e", "default")
+        .await
+        .expect("apply CRD");
+    let gvk = kube::api::GroupVersionKind::gvk(
+        kube_sentinel::contract::DEFAULT_GROUP,
+        kube_sentinel::contract::DEFAULT_VERSION,
+        kube_sentinel::contract::DEFAULT_KIND,
+    );
+    eventually(
+        Duration::from_secs(30),
+        "StatefulCluster served",
+        || async {
+            kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .ok()
+                .map(|(ar, _)| ar)
+        },
+    )
+    .await
+}
+
+/// The manifests of `deploy/<component>/`, moved from namespace `kube-sentinel` to
+/// `namespace`, with cluster-scoped names made unique to it, applied as admin.
+pub async fn apply_component_manifests(client: &Client, component: &str, namespace: &str) {
+    let dir = format!("{REPO}/deploy/{component}");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("deploy dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read manifest");
+        let docs = kube_sentinel::manifests::parse(&relocate(&text, namespace)).expect("parse");
+        let docs: Vec<_> = docs
+            .into_iter()
+            .filter(|d| d["kind"] != "Namespace" && d["kind"] != "Deployment")
+            .collect();
+        let yaml = docs
+            .iter()
+            .map(|d| serde_json::to_string(d).expect("json"))
+            .collect::<Vec<_>>()
+            .join("\n---\n");
+        kube_sentinel::manifests::apply(client, &yaml, "e2e", namespace)
+            .await
+            .unwrap_or_else(|e| panic!("apply {}: {e:#}", file.display()));
+    }
+}
+
+/// Rewrites manifests written for namespace `kube-sentinel` to `namespace`.
+pub fn relocate(text: &str, namespace: &str) -> String {
+    text.replace(
+        "namespace: kube-sentinel\n",
+        &format!("namespace: {namespace}\n"),
+    )
+    .replace(
+        "system:serviceaccount:kube-sentinel:",
+        &format!("system:serviceaccount:{namespace}:"),
+    )
+    .replace(
+        "orValue('') == 'kube-sentinel'",
+        &format!("orValue('') == '{namespace}'"),
+    )
+    .replace("name: kube-sentinel-", &format!("name: {namespace}-"))
+    .replace(
+        "policyName: kube-sentinel-",
+        &format!("policyName: {namespace}-"),
+    )
+}

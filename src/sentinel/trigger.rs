@@ -1,0 +1,227 @@
+//! The trigger: one burst of drift on one custom resource, written to its `status.sentinel`.
+//!
+//! The write is a JSON merge patch of the `status` subresource with the sentinel's own field
+//! manager, touching only the trigger fields of the [contract](crate::contract). Nothing else
+//! is sent, so the admission policy in `deploy/sentinel/` can allow exactly these fields.
+
+use std::collections::{BTreeSet, HashSet};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api,
+    api::{DynamicObject, Patch, PatchParams},
+};
+use serde_json::json;
+
+use crate::contract::{
+    DriftChange, DriftedObject, MAX_DRIFTED_OBJECTS, SENTINEL_FIELD_MANAGER, SentinelTrigger,
+};
+
+/// Every drifted object of one burst on one resource, as the debounce folds it.
+///
+/// Objects are named once each (a deletion after a modification wins); at most
+/// [`MAX_DRIFTED_OBJECTS`] are listed, all are counted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftBurst {
+    /// Listed objects, in order of first drift.
+    pub objects: Vec<DriftedObject>,
+    /// Objects beyond the list, by (kind, name), so that the total counts each once.
+    overflow: HashSet<(String, String)>,
+    /// Foreign managers seen in the burst.
+    pub managers: BTreeSet<String>,
+    /// Wall-clock time the burst's first drift event was received.
+    pub first_received: Timestamp,
+}
+
+impl DriftBurst {
+    /// A burst that starts with one drifted object.
+    pub fn new(object: DriftedObject, managers: &[String], received: Timestamp) -> Self {
+        let mut burst = Self {
+            objects: Vec::with_capacity(1),
+            overflow: HashSet::new(),
+            managers: BTreeSet::new(),
+            first_received: received,
+        };
+        burst.add(object, managers);
+        burst
+    }
+
+    /// Adds one drifted object to the burst.
+    pub fn add(&mut self, object: DriftedObject, managers: &[String]) {
+        for m in managers {
+            if !self.managers.contains(m) {
+                self.managers.insert(m.clone());
+            }
+        }
+        if let Some(listed) = self
+            .objects
+            .iter_mut()
+            .find(|o| o.kind == object.kind && o.name == object.name)
+        {
+            if object.change == DriftChange::Deleted {
+                listed.change = DriftChange::Deleted;
+            }
+        } else if self.objects.len() < MAX_DRIFTED_OBJECTS {
+            self.objects.push(object);
+        } else {
+            self.overflow.insert((object.kind, object.name));
+        }
+    }
+
+    /// How many distinct objects drifted.
+    pub fn total(&self) -> usize {
+        self.objects.len() + self.overflow.len()
+    }
+
+    /// The trigger for this burst, with a new UUID v4, written at `now`.
+    pub fn to_trigger(&self, now: Timestamp) -> SentinelTrigger {
+        SentinelTrigger {
+            trigger_id: Some(uuid::Uuid::new_v4().to_string()),
+            triggered_at: Some(Time(now)),
+            detected_at: Some(Time(self.first_received)),
+            drifted_objects: self.objects.clone(),
+            drifted_total: Some(u32::try_from(self.total()).unwrap_or(u32::MAX)),
+        }
+    }
+}
+
+/// The merge patch that writes a trigger, and only the trigger.
+pub fn status_patch(trigger: &SentinelTrigger) -> serde_json::Value {
+    json!({ "status": { "sentinel": trigger } })
+}
+
+/// Writes `trigger` on the resource `name` through its status subresource.
+pub async fn write(
+    api: &Api<DynamicObject>,
+    name: &str,
+    trigger: &SentinelTrigger,
+) -> Result<(), kube::Error> {
+    let params = PatchParams {
+        field_manager: Some(SENTINEL_FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    api.patch_status(name, &params, &Patch::Merge(status_patch(trigger)))
+        .await
+        .map(drop)
+}
+
+/// Whether a failed write is worth retrying: conflicts, throttling, server errors and
+/// connection trouble are; a missing resource or a denial is not.
+pub fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => {
+            matches!(status.code, 409 | 429 | 500..=599) || status.code == 0
+        }
+        kube::Error::HyperError(_)
+        | kube::Error::Service(_)
+        | kube::Error::ReadEvents(_)
+        | kube::Error::HttpError(_) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(kind: &str, name: &str, change: DriftChange) -> DriftedObject {
+        DriftedObject {
+            kind: kind.into(),
+            name: name.into(),
+            change,
+        }
+    }
+
+    #[test]
+    fn burst_names_each_object_once_and_counts_all() {
+        let t0 = Timestamp::from_second(1000).expect("time");
+        let mut b = DriftBurst::new(
+            obj("StatefulSet", "db", DriftChange::Modified),
+            &["kubectl".into()],
+            t0,
+        );
+        b.add(
+            obj("StatefulSet", "db", DriftChange::Modified),
+            &["kubectl".into()],
+        );
+        b.add(
+            obj("Service", "db", DriftChange::Modified),
+            &["helm".into()],
+        );
+        b.add(obj("StatefulSet", "db", DriftChange::Deleted), &[]);
+        assert_eq!(b.objects.len(), 2);
+        assert_eq!(b.objects[0].change, DriftChange::Deleted);
+        assert_eq!(b.managers.iter().collect::<Vec<_>>(), ["helm", "kubectl"]);
+        for i in 0..40 {
+            b.add(
+                obj("ConfigMap", &format!("c{i}"), DriftChange::Modified),
+                &[],
+            );
+            b.add(
+                obj("ConfigMap", &format!("c{i}"), DriftChange::Modified),
+                &[],
+            );
+        }
+        assert_eq!(b.objects.len(), MAX_DRIFTED_OBJECTS);
+        assert_eq!(b.total(), 42);
+        let now = Timestamp::from_second(1002).expect("time");
+        let t = b.to_trigger(now);
+        assert_eq!(t.drifted_total, Some(42));
+        assert_eq!(t.detected_at, Some(Time(t0)));
+        let id = t.trigger_id.expect("id");
+        assert_eq!(
+            uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(),
+            4
+        );
+    }
+
+    #[test]
+    fn patch_touches_only_the_trigger_fields() {
+        let b = DriftBurst::new(
+            obj("Service", "db", DriftChange::Deleted),
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
+        let patch = status_patch(&b.to_trigger(Timestamp::UNIX_EPOCH));
+        let status = patch.as_object().expect("object");
+        assert_eq!(status.keys().collect::<Vec<_>>(), ["status"]);
+        let sentinel = patch["status"].as_object().expect("status");
+        assert_eq!(sentinel.keys().collect::<Vec<_>>(), ["sentinel"]);
+        let mut fields: Vec<_> = patch["status"]["sentinel"]
+            .as_object()
+            .expect("s")
+            .keys()
+            .cloned()
+            .collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "detectedAt",
+                "driftedObjects",
+                "driftedTotal",
+                "triggerID",
+                "triggeredAt"
+            ]
+        );
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            }))
+        };
+        for code in [409, 429, 500, 503] {
+            assert!(is_transient(&api(code)), "{code}");
+        }
+        for code in [400, 403, 404, 422] {
+            assert!(!is_transient(&api(code)), "{code}");
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(is_transient(&kube::Error::ReadEvents(io)));
+    }
+}
