@@ -31,6 +31,8 @@ enum Command {
     Testenv(TestenvArgs),
     /// Run the whole system on a local control plane: the main job of this repository.
     Demo(DemoArgs),
+    /// Run the operator: reconcile StatefulClusters, triggers from the sentinel first.
+    Operator(kube_sentinel::operator::OperatorArgs),
     /// Print the StatefulCluster CustomResourceDefinition as YAML (`kubectl apply -f -`).
     Crd,
 }
@@ -73,6 +75,9 @@ async fn main() {
     let result = match cli.command {
         Command::Testenv(args) => testenv(args, cli.exit_on_stdin_eof).await,
         Command::Demo(args) => demo(args).await,
+        Command::Operator(args) => {
+            kube_sentinel::operator::run(args, wait_for_shutdown(cli.exit_on_stdin_eof)).await
+        }
         Command::Crd => {
             print!("{}", kube_sentinel::operator::crd::crd_yaml());
             Ok(())
