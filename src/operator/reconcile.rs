@@ -616,7 +616,7 @@ impl Context {
             ),
         };
         if progressing {
-            soonest(Duration::from_secs(5));
+            soonest(Duration::from_secs(2));
         }
         set_condition(
             &mut status.conditions,
