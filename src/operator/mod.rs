@@ -251,7 +251,10 @@ pub async fn run(
     let mut leader_state = leadership.subscribe();
     // Boxed so that it (and its receiver) can be dropped before the Lease is released.
     let mut lost = Box::pin(async move {
-        let _ = leader_state.wait_for(|leads| !*leads).await;
+        // A closed channel (no election, or the election task gone) keeps its last value.
+        if leader_state.wait_for(|leads| !*leads).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     });
 
     let ctx = Arc::new(Context::new(

@@ -564,6 +564,10 @@ impl Context {
         status.ready_replicas = Some(ready);
         let replicas = cr.spec.replicas;
         let all_ready = ready >= replicas;
+        if all_ready && status.current_version.is_none() && state.phase == UpgradePhase::Idle {
+            // The first rollout is complete: the plan ran the spec's version.
+            status.current_version = plan.sets.first().map(|s| s.version.clone());
+        }
         let ready_message = format!("{ready}/{replicas} members ready");
         set_condition(
             &mut status.conditions,
