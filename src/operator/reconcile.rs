@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::apps::v1::StatefulSet,
+    api::{apps::v1::StatefulSet, core::v1::ObjectReference},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use kube::{
@@ -212,12 +212,37 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.event_about(cr, type_, reason, action, note, None)
+            .await;
+    }
+
+    /// Publishes an Event on `cr`; `related` names a second object (and keeps Events about
+    /// different objects from folding into one series).
+    async fn event_about(
+        &self,
+        cr: &StatefulCluster,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: Option<&ObjectChange>,
+    ) {
+        let secondary = related.map(|c| ObjectReference {
+            api_version: Some(match c.kind.as_str() {
+                "StatefulSet" => "apps/v1".into(),
+                _ => "v1".into(),
+            }),
+            kind: Some(c.kind.clone()),
+            name: Some(c.name.clone()),
+            namespace: cr.namespace(),
+            ..Default::default()
+        });
         let event = Event {
             type_,
             reason: reason.into(),
             note: Some(truncate(note, 1000)),
             action: action.into(),
-            secondary: None,
+            secondary,
         };
         if let Err(e) = self.recorder.publish(&event, &cr.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish an Event");
@@ -342,12 +367,13 @@ impl Context {
         tracing::info!(resource = %resource, trigger = %trigger_id, ?outcome, reverted = %detail, detection_to_revert = ?latency, "trigger handled");
         match outcome {
             Outcome::Corrected => {
-                self.event(
+                self.event_about(
                     cr,
                     EventType::Normal,
                     "DriftReverted",
                     "Revert",
                     format!("reverted {detail} (trigger {trigger_id})"),
+                    reverted.first().copied(),
                 )
                 .await;
             }

@@ -465,22 +465,65 @@ mod running {
 
     /// One kind of drift: what a person does, the objects the sentinel would name, and a check
     /// that the object is back as desired.
+    /// Completed full reconciles, from the operator's metrics.
+    pub async fn full_reconciles(port: u16) -> u64 {
+        let text = http_get(port, "/metrics").await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "kube_sentinel_operator_reconciles_total{path=\"full\",result=\"ok\"} ",
+                )
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until no full reconcile completed for 3 s: no follow-up pass can race a drift.
+    pub async fn settle(port: u16) {
+        let mut last = full_reconciles(port).await;
+        loop {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let now = full_reconciles(port).await;
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
+    /// Writes a trigger naming `objects`, waits for its acknowledgement (which must be a
+    /// correction) and for the full reconcile the fast path queues after it.
     async fn drift_and_revert(
+        op: &Operator,
         client: &Client,
         ns: &str,
         what: &str,
         objects: &[(&str, &str, &str)],
     ) -> (StatefulCluster, Duration) {
+        let full_before = full_reconciles(op.port).await;
         let started = std::time::Instant::now();
         let id = trigger(client, ns, "db", objects).await;
         let cr = handled(client, ns, "db", &id).await;
         let took = started.elapsed();
+        eventually(WAIT, "the follow-up full reconcile", || async {
+            (full_reconciles(op.port).await > full_before).then_some(())
+        })
+        .await;
         let s = cr
             .status
             .as_ref()
             .and_then(|s| s.sentinel.clone())
             .expect("sentinel status");
         assert_eq!(s.last_outcome, Some(Outcome::Corrected), "{what}: {s:?}");
+        for (kind, name, _) in objects {
+            assert!(
+                s.reverted_objects
+                    .iter()
+                    .any(|o| o.kind == *kind && o.name == *name),
+                "{what}: {kind} {name} not in revertedObjects {:?}",
+                s.reverted_objects
+            );
+        }
         eprintln!("{what}: trigger written -> acknowledged in {took:?}");
         (cr, took)
     }
@@ -502,6 +545,7 @@ mod running {
         )
         .await;
         wait_ready(&client, &ns, "db").await;
+        settle(op.port).await;
         let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
         let svc: Api<Service> = Api::namespaced(client.clone(), &ns);
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -518,6 +562,7 @@ mod running {
         .expect("scale");
         latencies.push(
             drift_and_revert(
+                &op,
                 &client,
                 &ns,
                 "replicas",
@@ -534,9 +579,15 @@ mod running {
             .await
             .expect("image");
         latencies.push(
-            drift_and_revert(&client, &ns, "image", &[("StatefulSet", "db", "modified")])
-                .await
-                .1,
+            drift_and_revert(
+                &op,
+                &client,
+                &ns,
+                "image",
+                &[("StatefulSet", "db", "modified")],
+            )
+            .await
+            .1,
         );
         let live = sts.get("db").await.expect("sts");
         let containers = live.spec.template.spec.expect("pod").containers;
@@ -557,7 +608,7 @@ mod running {
         .await
         .expect("label");
         latencies.push(
-            drift_and_revert(&client, &ns, "label", &[("Service", "db", "modified")])
+            drift_and_revert(&op, &client, &ns, "label", &[("Service", "db", "modified")])
                 .await
                 .1,
         );
@@ -579,6 +630,7 @@ mod running {
         .expect("cm");
         latencies.push(
             drift_and_revert(
+                &op,
                 &client,
                 &ns,
                 "configmap",
@@ -602,6 +654,7 @@ mod running {
             .expect("delete");
         latencies.push(
             drift_and_revert(
+                &op,
                 &client,
                 &ns,
                 "service deleted",
@@ -630,6 +683,7 @@ mod running {
             .expect("edit secret");
         latencies.push(
             drift_and_revert(
+                &op,
                 &client,
                 &ns,
                 "tls secret",
