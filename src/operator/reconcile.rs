@@ -521,7 +521,11 @@ impl Context {
             }
         };
         status.upgrade = Some(state.clone());
-        let plan = upgrade::plan(cr, &names, &state);
+        // Plan with this pass's state: an upgrade that just finished made its version current,
+        // and planning from the stale status would roll the members back.
+        let mut planned = cr.clone();
+        planned.status.get_or_insert_default().current_version = status.current_version.clone();
+        let plan = upgrade::plan(&planned, &names, &state);
 
         self.metrics.manager_ran("infra", "full");
         match self.infra.reconcile(cr, &names, &plan, &[]).await {

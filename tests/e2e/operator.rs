@@ -996,8 +996,18 @@ mod running {
                 .map(|u| u.completed),
             Some(1)
         );
+        // The serving set runs the new version on every member once the upgrade is recorded
+        // complete (a retired blue/green set's pods go with garbage collection, later).
+        let serving = done
+            .status
+            .as_ref()
+            .and_then(|s| s.upgrade.as_ref())
+            .and_then(|u| u.active_set.clone())
+            .expect("active set");
         let pods = Api::<Pod>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default().labels(&format!("{INSTANCE_LABEL}=db")))
+            .list(&ListParams::default().labels(&format!(
+                "{INSTANCE_LABEL}=db,kube-sentinel.dev/set={serving}"
+            )))
             .await
             .expect("pods");
         let images: Vec<_> = pods
@@ -1006,9 +1016,28 @@ mod running {
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .filter_map(|p| p.spec.as_ref()?.containers[0].image.clone())
             .collect();
+        let sets = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .expect("sets");
+        let pod_view: Vec<_> = pods
+            .items
+            .iter()
+            .map(|p| {
+                (
+                    p.name_any(),
+                    p.labels().get("controller-revision-hash").cloned(),
+                    p.metadata.deletion_timestamp.clone(),
+                )
+            })
+            .collect();
         assert!(
             images.len() == 3 && images.iter().all(|i| i == "registry.k8s.io/pause:3.10"),
-            "{images:?}"
+            "{images:?} {pod_view:?} {:?}",
+            sets.items
+                .iter()
+                .map(|s| (s.name_any(), s.metadata.generation, s.status.clone()))
+                .collect::<Vec<_>>()
         );
         wait_ready(&client, &ns, "db").await
     }
