@@ -533,7 +533,8 @@ mod running {
         let cp = control_plane();
         let ns = cp.namespace("op-drift").await;
         let client = cp.admin().await;
-        let op = start_operator(&ns, &[]).await;
+        // The operator's own Secret watch would repair the Secret too; keep it out of this test.
+        let op = start_operator(&ns, &["--secret-debounce", "60s"]).await;
         let _kubelet = Kubelet::start(client.clone(), &ns);
         create(
             &client,
@@ -772,6 +773,93 @@ mod running {
             latencies[0],
             latencies[latencies.len() / 2],
             latencies[latencies.len() - 1]
+        );
+    }
+
+    #[tokio::test]
+    async fn foreign_edit_of_the_tls_secret_is_repaired_by_the_operators_own_watch() {
+        let cp = control_plane();
+        let ns = cp.namespace("op-secret").await;
+        let client = cp.admin().await;
+        let op = start_operator(&ns, &[]).await;
+        let _kubelet = Kubelet::start(client.clone(), &ns);
+        create(&client, &ns, &cluster("db", json!({}))).await;
+        wait_ready(&client, &ns, "db").await;
+        settle(op.port).await;
+        let fast_adds = || async {
+            let text = http_get(op.port, "/metrics").await.unwrap_or_default();
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix("kube_sentinel_operator_workqueue_adds_total{lane=\"fast\"} ")
+                })
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let fast_before = fast_adds().await;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let before = secrets
+            .get("db-tls")
+            .await
+            .expect("secret")
+            .data
+            .expect("data");
+        let started = std::time::Instant::now();
+        // No trigger: the sentinel cannot see Secrets.
+        secrets
+            .patch("db-tls", &edit(), &Patch::Merge(json!({"metadata": {"labels": {"hand": "made"}}, "data": {"tls.key": "ZWRpdGVk"}})))
+            .await
+            .expect("edit secret");
+        let repaired = eventually(WAIT, "TLS Secret repaired", || async {
+            let s = secrets.get("db-tls").await.ok()?;
+            let data = s.data.clone()?;
+            (data["tls.key"].0 != b"edited".to_vec() && !s.labels().contains_key("hand"))
+                .then_some(data)
+        })
+        .await;
+        eprintln!(
+            "foreign Secret edit -> repaired (seen by a 100 ms poll) in {:?}",
+            started.elapsed()
+        );
+        assert_ne!(
+            repaired["tls.crt"], before["tls.crt"],
+            "a new key needs a new certificate"
+        );
+        assert_eq!(repaired["ca.crt"], before["ca.crt"]);
+        assert!(
+            fast_adds().await > fast_before,
+            "the repair went through the fast lane"
+        );
+        let events = Api::<Event>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .expect("events");
+        assert!(
+            events.items.iter().any(|e| {
+                e.reason.as_deref() == Some("DriftReverted")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("Secret db-tls") && n.contains("Secret watch"))
+            }),
+            "no DriftReverted for the Secret"
+        );
+        // The operator's own repair does not start a loop of repairs: the Secret comes to rest.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rv = secrets
+            .get("db-tls")
+            .await
+            .expect("secret")
+            .metadata
+            .resource_version;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            secrets
+                .get("db-tls")
+                .await
+                .expect("secret")
+                .metadata
+                .resource_version,
+            rv,
+            "the Secret keeps changing"
         );
     }
 
