@@ -170,6 +170,10 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 300))]
     pub image: Option<String>,
+    /// Command of the backup container (default: the image's entrypoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub command: Option<Vec<String>>,
 }
 
 /// `status` of a [`StatefulCluster`].

@@ -2,3 +2,4 @@
 //! reconciler.
 
 pub mod crd;
+pub mod managers;

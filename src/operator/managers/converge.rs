@@ -1,0 +1,362 @@
+//! Converging one object to its desired state, including what other field managers added.
+//!
+//! A forced server-side apply takes back every field the operator specifies, but leaves fields
+//! that only another manager set (an extra label, an annotation, a ConfigMap key, a sidecar
+//! container): server-side apply removes a field only when *its own* manager stops applying it.
+//! So after the apply, [`converge`] reads `metadata.managedFields`, and every field owned by
+//! another manager that is absent from the desired object is removed with a JSON Patch guarded
+//! by the `resourceVersion` it was computed from. Status (a subresource) is never touched.
+//! Deleted objects are simply created by the apply.
+
+use serde_json::{Map, Value, json};
+
+use kube::{
+    Api,
+    api::{DynamicObject, Patch, PatchParams},
+};
+
+use super::{Error, Result};
+use crate::contract::OPERATOR_FIELD_MANAGER;
+
+/// What a pass did to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Already as desired.
+    Unchanged,
+    /// Did not exist; created.
+    Created,
+    /// Existed and differed; changed.
+    Updated,
+}
+
+/// One object's outcome, with the JSON paths that changed (for logs and Events).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectChange {
+    /// Kind, e.g. `StatefulSet`.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// What was done.
+    pub action: Action,
+    /// Paths that differ between before and after (`spec.replicas`, `metadata.labels.x`).
+    pub changed: Vec<String>,
+}
+
+impl ObjectChange {
+    /// Whether the object was created or updated.
+    pub fn is_change(&self) -> bool {
+        self.action != Action::Unchanged
+    }
+}
+
+/// How often a removal patch is retried when the object changed under it.
+const ATTEMPTS: usize = 4;
+
+/// Applies `desired` (a full object with apiVersion, kind and metadata.name) with force as the
+/// operator's field manager, removes fields other managers added, and reports the difference
+/// between the object before and after.
+pub async fn converge(
+    api: &Api<DynamicObject>,
+    kind: &str,
+    desired: &Value,
+) -> Result<ObjectChange> {
+    let name = desired["metadata"]["name"]
+        .as_str()
+        .ok_or(Error::Incomplete("name"))?
+        .to_string();
+    let context = || format!("{kind} {name}");
+    let before = api.get_opt(&name).await.map_err(Error::kube(context()))?;
+    let mut after = None;
+    for _ in 0..ATTEMPTS {
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(OPERATOR_FIELD_MANAGER).force(),
+                &Patch::Apply(desired),
+            )
+            .await
+            .map_err(Error::kube(format!("applying {}", context())))?;
+        let live = serde_json::to_value(&applied).map_err(|e| Error::Json("object", e))?;
+        let removals = foreign_removals(&live, desired);
+        if removals.is_empty() {
+            after = Some(live);
+            break;
+        }
+        let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion",
+                                  "value": live["metadata"]["resourceVersion"]})];
+        ops.extend(removals.iter().map(|p| json!({"op": "remove", "path": p})));
+        let patch = Patch::Json::<()>(
+            serde_json::from_value(Value::Array(ops)).map_err(|e| Error::Json("patch", e))?,
+        );
+        let params = PatchParams {
+            field_manager: Some(OPERATOR_FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.patch(&name, &params, &patch).await {
+            Ok(patched) => {
+                tracing::debug!(kind, %name, removed = ?removals, "removed fields set by other managers");
+                after = Some(serde_json::to_value(&patched).map_err(|e| Error::Json("object", e))?);
+                break;
+            }
+            // The object changed between the apply and the patch (the test op failed): again.
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => continue,
+            Err(e) => {
+                return Err(Error::kube(format!(
+                    "removing foreign fields of {}",
+                    context()
+                ))(e));
+            }
+        }
+    }
+    let Some(after) = after else {
+        return Err(Error::Conflict(context()));
+    };
+    let (action, changed) = match before {
+        None => (Action::Created, Vec::new()),
+        Some(before) => {
+            let before = serde_json::to_value(&before).map_err(|e| Error::Json("object", e))?;
+            let mut changed = Vec::new();
+            diff(&before, &after, &mut String::new(), &mut changed);
+            let action = if changed.is_empty() {
+                Action::Unchanged
+            } else {
+                Action::Updated
+            };
+            (action, changed)
+        }
+    };
+    Ok(ObjectChange {
+        kind: kind.to_string(),
+        name,
+        action,
+        changed,
+    })
+}
+
+/// One step of a path into a JSON document.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Seg {
+    Index(usize),
+    Key(String),
+}
+
+/// JSON Pointers of the fields owned by managers other than the operator (status excluded)
+/// that `desired` does not specify, ordered so that removing them one after the other is
+/// valid (higher list indices first).
+pub(crate) fn foreign_removals(live: &Value, desired: &Value) -> Vec<String> {
+    let mut found: Vec<Vec<Seg>> = Vec::new();
+    let entries = live["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for entry in &entries {
+        if entry["manager"] == OPERATOR_FIELD_MANAGER
+            || entry["subresource"].as_str().is_some_and(|s| !s.is_empty())
+        {
+            continue;
+        }
+        if let Some(fields) = entry["fieldsV1"].as_object() {
+            walk(fields, live, desired, &mut Vec::new(), &mut found);
+        }
+    }
+    found.sort();
+    found.dedup();
+    found.reverse();
+    found.iter().map(|p| pointer(p)).collect()
+}
+
+fn walk(
+    fields: &Map<String, Value>,
+    live: &Value,
+    desired: &Value,
+    path: &mut Vec<Seg>,
+    out: &mut Vec<Vec<Seg>>,
+) {
+    for (key, sub) in fields {
+        let sub = sub.as_object();
+        if let Some(field) = key.strip_prefix("f:") {
+            if field == "status" && path.is_empty() {
+                continue;
+            }
+            let Some(live_child) = live.get(field) else {
+                continue;
+            };
+            path.push(Seg::Key(field.to_string()));
+            match desired.get(field) {
+                None => out.push(path.clone()),
+                Some(d) => {
+                    if let Some(sub) = sub {
+                        walk(sub, live_child, d, path, out);
+                    }
+                }
+            }
+            path.pop();
+        } else if let Some(keys) = key.strip_prefix("k:") {
+            let (Ok(Value::Object(keys)), Some(items)) =
+                (serde_json::from_str::<Value>(keys), live.as_array())
+            else {
+                continue;
+            };
+            let Some(index) = items
+                .iter()
+                .position(|item| keys.iter().all(|(k, v)| item.get(k) == Some(v)))
+            else {
+                continue;
+            };
+            // A desired item matches when every key it states agrees (keys it omits are
+            // defaulted by the API server, e.g. a port's protocol).
+            let matching = desired.as_array().and_then(|d| {
+                d.iter().find(|item| {
+                    keys.iter()
+                        .all(|(k, v)| item.get(k).is_none_or(|dv| dv == v))
+                })
+            });
+            path.push(Seg::Index(index));
+            match matching {
+                None => out.push(path.clone()),
+                Some(d) => {
+                    if let Some(sub) = sub {
+                        walk(sub, &items[index], d, path, out);
+                    }
+                }
+            }
+            path.pop();
+        } else if let Some(value) = key.strip_prefix("v:") {
+            let (Ok(value), Some(items)) = (serde_json::from_str::<Value>(value), live.as_array())
+            else {
+                continue;
+            };
+            let wanted = desired.as_array().is_some_and(|d| d.contains(&value));
+            if let (false, Some(index)) = (wanted, items.iter().position(|v| *v == value)) {
+                path.push(Seg::Index(index));
+                out.push(path.clone());
+                path.pop();
+            }
+        }
+    }
+}
+
+fn pointer(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        s.push('/');
+        match seg {
+            Seg::Index(i) => s.push_str(&i.to_string()),
+            Seg::Key(k) => s.push_str(&k.replace('~', "~0").replace('/', "~1")),
+        }
+    }
+    s
+}
+
+/// Fields that change on every write or belong to others; not a difference worth reporting.
+fn ignored(path: &str) -> bool {
+    matches!(
+        path,
+        "metadata.managedFields" | "metadata.resourceVersion" | "metadata.generation" | "status"
+    )
+}
+
+/// Appends to `out` the dotted paths where `a` and `b` differ (lists compared whole).
+fn diff(a: &Value, b: &Value, prefix: &mut String, out: &mut Vec<String>) {
+    if ignored(prefix) {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+                let len = prefix.len();
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(key);
+                diff(
+                    a.get(key).unwrap_or(&Value::Null),
+                    b.get(key).unwrap_or(&Value::Null),
+                    prefix,
+                    out,
+                );
+                prefix.truncate(len);
+            }
+        }
+        (a, b) if a != b => out.push(prefix.clone()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live() -> Value {
+        json!({
+            "metadata": {
+                "name": "db",
+                "labels": {"app": "db", "extra": "x"},
+                "annotations": {"note": "hand"},
+                "finalizers": ["example.com/keep"],
+                "managedFields": [
+                    {"manager": OPERATOR_FIELD_MANAGER, "operation": "Apply",
+                     "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}}}, "f:data": {"f:a": {}}}},
+                    {"manager": "kubectl-edit", "operation": "Update",
+                     "fieldsV1": {"f:metadata": {"f:labels": {"f:extra": {}}, "f:annotations": {".": {}, "f:note": {}},
+                                                  "f:finalizers": {"v:\"example.com/keep\"": {}}},
+                                  "f:data": {"f:a": {}, "f:b": {}},
+                                  "f:spec": {"f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}, "f:name": {}},
+                                                         "k:{\"port\":9,\"protocol\":\"TCP\"}": {".": {}, "f:port": {}}}}}},
+                    {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+                     "fieldsV1": {"f:status": {"f:replicas": {}}}}
+                ]
+            },
+            "data": {"a": "1", "b": "2"},
+            "spec": {"ports": [{"port": 9, "protocol": "TCP"}, {"port": 80, "protocol": "TCP", "name": "web"}]},
+            "status": {"replicas": 1}
+        })
+    }
+
+    #[test]
+    fn removes_only_what_other_managers_added() {
+        let desired = json!({
+            "metadata": {"name": "db", "labels": {"app": "db"}},
+            "data": {"a": "1"},
+            "spec": {"ports": [{"port": 80, "name": "web"}]}
+        });
+        assert_eq!(
+            foreign_removals(&live(), &desired),
+            vec![
+                "/spec/ports/0",
+                "/metadata/labels/extra",
+                "/metadata/finalizers",
+                "/metadata/annotations",
+                "/data/b",
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_to_remove_when_desired_covers_everything() {
+        let desired = json!({
+            "metadata": {"name": "db", "labels": {"app": "db", "extra": "x"}, "annotations": {"note": "hand"},
+                         "finalizers": ["example.com/keep"]},
+            "data": {"a": "1", "b": "2"},
+            "spec": {"ports": [{"port": 80, "name": "web"}, {"port": 9}]}
+        });
+        assert!(foreign_removals(&live(), &desired).is_empty());
+    }
+
+    #[test]
+    fn pointers_escape_slashes_and_tildes() {
+        assert_eq!(
+            pointer(&[Seg::Key("metadata".into()), Seg::Key("a/b~c".into())]),
+            "/metadata/a~1b~0c"
+        );
+    }
+
+    #[test]
+    fn diff_reports_changed_paths_and_skips_bookkeeping() {
+        let a = json!({"metadata": {"resourceVersion": "1", "labels": {"x": "1"}}, "spec": {"replicas": 3}, "status": {"r": 1}});
+        let b = json!({"metadata": {"resourceVersion": "2", "labels": {}}, "spec": {"replicas": 1}, "status": {"r": 2}});
+        let mut out = Vec::new();
+        diff(&a, &b, &mut String::new(), &mut out);
+        assert_eq!(out, vec!["metadata.labels.x", "spec.replicas"]);
+    }
+}
