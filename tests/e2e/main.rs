@@ -3,6 +3,7 @@
 
 mod leader;
 mod operator;
+mod sentinel;
 mod sentinel_security;
 mod smoke;
 mod support;
