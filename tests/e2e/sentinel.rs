@@ -365,15 +365,13 @@ async fn operator_writes_and_foreign_status_updates_are_not_drift() {
     let f = Fixture::start("sen-ignore", FAST).await;
     let uid = f.cluster("db", json!({})).await;
     f.operator_objects("db", "db", &uid).await;
-    // The operator changes replicas and the ConfigMap with its own field manager.
-    let op = PatchParams::apply(OPERATOR_FIELD_MANAGER).force();
+    // The operator changes replicas (an Update) and the ConfigMap (an Apply) with its own
+    // field manager.
     f.sts()
         .patch(
             "db",
-            &op,
-            &Patch::Apply(
-                json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"replicas": 2}}),
-            ),
+            &Fixture::foreign(OPERATOR_FIELD_MANAGER),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
         )
         .await
         .expect("operator apply");
