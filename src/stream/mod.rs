@@ -10,12 +10,14 @@ use std::hash::Hash;
 use futures::Stream;
 
 pub mod lanes;
+pub mod latency;
 pub mod retry_sink;
 pub mod runner;
 
 pub use lanes::{
     Claim, Lane, LanesConfig, Next, PrometheusQueueMetrics, QueueMetrics, QueueStats, TwoLaneQueue,
 };
+pub use latency::{LatencyRecorder, LatencySnapshot, LatencySummary};
 pub use retry_sink::{Outcome, Retry, RetryConfig, RetryCounts, RetrySink, RetryStats, Status};
 pub use runner::{TwoLaneRunner, run_two_lanes};
 
