@@ -31,6 +31,8 @@ enum Command {
     Testenv(TestenvArgs),
     /// Run the whole system on a local control plane: the main job of this repository.
     Demo(DemoArgs),
+    /// Run the operator: reconcile StatefulClusters, triggers from the sentinel first.
+    Operator(kube_sentinel::operator::OperatorArgs),
     /// Print the StatefulCluster CustomResourceDefinition as YAML (`kubectl apply -f -`).
     Crd,
     /// Watch managed infrastructure and trigger the owning custom resource on drift.
@@ -77,6 +79,9 @@ async fn main() {
         Command::Demo(args) => demo(args).await,
         Command::Sentinel(args) => {
             kube_sentinel::sentinel::run(args, wait_for_shutdown(cli.exit_on_stdin_eof)).await
+        }
+        Command::Operator(args) => {
+            kube_sentinel::operator::run(args, wait_for_shutdown(cli.exit_on_stdin_eof)).await
         }
         Command::Crd => {
             print!("{}", kube_sentinel::operator::crd::crd_yaml());

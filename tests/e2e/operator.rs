@@ -8,21 +8,9 @@ use kube::{
 use kube_sentinel::{manifests, operator::crd};
 use serde_json::{Value, json};
 
-use crate::support::control_plane;
+use crate::support::{self, control_plane};
 
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/samples");
-
-/// Installs the committed CRD (idempotent; every test calls it).
-async fn install_crd(client: &kube::Client) {
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/crd/statefulcluster.yaml"
-    ))
-    .expect("read CRD");
-    manifests::apply(client, &yaml, "e2e", "default")
-        .await
-        .expect("apply CRD");
-}
 
 async fn clusters(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("kube-sentinel.dev", "v1alpha1", "StatefulCluster");
@@ -45,7 +33,7 @@ async fn crd_accepts_both_samples_and_rejects_invalid_specs_with_their_messages(
     let cp = control_plane();
     let client = cp.admin().await;
     let ns = cp.namespace("crd").await;
-    install_crd(&client).await;
+    support::install_crd(&client).await;
     let applied = manifests::apply_dir(&client, SAMPLES.as_ref(), "e2e", &ns)
         .await
         .expect("both samples are accepted");
@@ -151,4 +139,910 @@ async fn crd_accepts_both_samples_and_rejects_invalid_specs_with_their_messages(
             .contains("spec.version cannot change while spec.paused is true"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator as a separate process under its own ServiceAccount and deploy/operator RBAC.
+
+mod running {
+    use std::{collections::BTreeMap, time::Duration};
+
+    use futures::StreamExt;
+    use k8s_openapi::api::{
+        apps::v1::StatefulSet,
+        batch::v1::Job,
+        core::v1::{ConfigMap, Pod, Secret, Service},
+        events::v1::Event,
+    };
+    use kube::{
+        Api, Client, ResourceExt,
+        api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    };
+    use kube_sentinel::{
+        contract::{INSTANCE_LABEL, SENTINEL_FIELD_MANAGER},
+        operator::crd::{Outcome, StatefulCluster, UpgradePhase},
+    };
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::support::{self, Program, control_plane, eventually};
+
+    const WAIT: Duration = Duration::from_secs(60);
+
+    /// An operator process for one namespace, its metrics port, and its log printed when a test
+    /// fails.
+    pub struct Operator {
+        pub program: Program,
+        pub port: u16,
+    }
+
+    impl Drop for Operator {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("---- operator log ----\n{}", self.program.log());
+            }
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    /// Installs the CRD and the operator's RBAC in `ns` (once per namespace), then starts the
+    /// operator as its ServiceAccount.
+    pub async fn start_operator(ns: &str, extra: &[&str]) -> Operator {
+        let cp = control_plane();
+        let admin = cp.admin().await;
+        support::install_crd(&admin).await;
+        support::apply_component_manifests(&admin, "operator", ns).await;
+        let kubeconfig = cp
+            .service_account_kubeconfig_file(ns, &format!("{ns}-operator"))
+            .await;
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "operator",
+            "--namespace",
+            ns,
+            "--metrics-addr",
+            &addr,
+            "--latency-log-interval",
+            "5s",
+        ];
+        args.extend_from_slice(extra);
+        let program = Program::spawn("operator", &args, &kubeconfig);
+        let op = Operator { program, port };
+        eventually(WAIT, "operator /readyz", || async {
+            (http_get(op.port, "/readyz").await.as_deref() == Some("ok")).then_some(())
+        })
+        .await;
+        op
+    }
+
+    /// The body of `GET path` on the operator's metrics port, if it answers 200.
+    pub async fn http_get(port: u16, path: &str) -> Option<String> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.0 200")
+            .then(|| body.trim().to_string())
+            .or_else(|| {
+                head.starts_with("HTTP/1.1 200")
+                    .then(|| body.trim().to_string())
+            })
+    }
+
+    /// Marks every pod of `ns` Running and Ready, as a kubelet would, until dropped.
+    pub struct Kubelet(tokio::task::JoinHandle<()>);
+
+    impl Kubelet {
+        pub fn start(client: Client, ns: &str) -> Self {
+            let pods: Api<Pod> = Api::namespaced(client, ns);
+            Self(tokio::spawn(async move {
+                loop {
+                    if let Ok(list) = pods.list(&ListParams::default()).await {
+                        for pod in list.items {
+                            let ready = pod
+                                .status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|c| {
+                                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                });
+                            if ready || pod.metadata.deletion_timestamp.is_some() {
+                                continue;
+                            }
+                            let now = jiff::Timestamp::now().to_string();
+                            let status = json!({"status": {"phase": "Running", "conditions": [
+                                {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                            ]}});
+                            let _ = pods
+                                .patch_status(
+                                    &pod.name_any(),
+                                    &PatchParams::default(),
+                                    &Patch::Merge(status),
+                                )
+                                .await;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }))
+        }
+    }
+
+    impl Drop for Kubelet {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    pub fn cluster(name: &str, extra: Value) -> StatefulCluster {
+        let mut spec = json!({
+            "replicas": 3,
+            "image": "registry.k8s.io/pause",
+            "version": "3.9",
+            "config": {"mode": "primary", "cache.size": "64Mi"},
+            "ports": [{"name": "client", "port": 7000}, {"name": "peer", "port": 7001}],
+            "tls": {"enabled": true, "validityDays": 30, "rotateBeforeDays": 10},
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                spec.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "kube-sentinel.dev/v1alpha1",
+            "kind": "StatefulCluster",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("cluster")
+    }
+
+    pub async fn create(client: &Client, ns: &str, cr: &StatefulCluster) -> StatefulCluster {
+        Api::<StatefulCluster>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), cr)
+            .await
+            .expect("create StatefulCluster")
+    }
+
+    pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> StatefulCluster {
+        let api: Api<StatefulCluster> = Api::namespaced(client.clone(), ns);
+        eventually(WAIT, "StatefulCluster Ready", || async {
+            let cr = api.get(name).await.ok()?;
+            let status = cr.status.as_ref()?;
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready && status.observed_generation == cr.metadata.generation).then_some(cr)
+        })
+        .await
+    }
+
+    /// Writes a trigger as the sentinel would; returns its ID.
+    pub async fn trigger(
+        client: &Client,
+        ns: &str,
+        name: &str,
+        drifted: &[(&str, &str, &str)],
+    ) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = jiff::Timestamp::now().to_string();
+        let objects: Vec<Value> = drifted
+            .iter()
+            .map(|(kind, name, change)| json!({"kind": kind, "name": name, "change": change}))
+            .collect();
+        let patch = json!({"status": {"sentinel": {
+            "triggerID": id, "triggeredAt": now, "detectedAt": now,
+            "driftedObjects": objects, "driftedTotal": drifted.len(),
+        }}});
+        Api::<StatefulCluster>::namespaced(client.clone(), ns)
+            .patch_status(
+                name,
+                &PatchParams {
+                    field_manager: Some(SENTINEL_FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(patch),
+            )
+            .await
+            .expect("write trigger");
+        id
+    }
+
+    /// Waits until the operator acknowledged trigger `id`; returns the resource then.
+    pub async fn handled(client: &Client, ns: &str, name: &str, id: &str) -> StatefulCluster {
+        let api: Api<StatefulCluster> = Api::namespaced(client.clone(), ns);
+        eventually(WAIT, "trigger acknowledged", || async {
+            let cr = api.get(name).await.ok()?;
+            let s = cr.status.as_ref()?.sentinel.as_ref()?;
+            (s.last_handled_trigger_id.as_deref() == Some(id)).then_some(cr)
+        })
+        .await
+    }
+
+    fn edit() -> PatchParams {
+        PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn creates_every_owned_object_with_owner_references_and_reports_ready() {
+        let cp = control_plane();
+        let ns = cp.namespace("op-create").await;
+        let client = cp.admin().await;
+        let _op = start_operator(&ns, &[]).await;
+        let _kubelet = Kubelet::start(client.clone(), &ns);
+        let cr = cluster(
+            "db",
+            json!({"backup": {"intervalMinutes": 60, "retention": 2}}),
+        );
+        let created = create(&client, &ns, &cr).await;
+        let ready = wait_ready(&client, &ns, "db").await;
+        let status = ready.status.clone().expect("status");
+        assert_eq!(status.current_version.as_deref(), Some("3.9"));
+        assert_eq!(status.ready_replicas, Some(3));
+        for t in ["Progressing", "Degraded"] {
+            let c = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .expect("condition");
+            assert_eq!(c.status, "False", "{t}: {c:?}");
+        }
+        let uid = created.metadata.uid.clone().expect("uid");
+        let owned = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            let owner = &meta.owner_references.as_ref().expect("ownerReferences")[0];
+            assert_eq!(
+                (owner.uid.as_str(), owner.controller),
+                (uid.as_str(), Some(true)),
+                "{:?}",
+                meta.name
+            );
+            assert_eq!(meta.labels.as_ref().expect("labels")[INSTANCE_LABEL], "db");
+            assert_eq!(
+                meta.labels.as_ref().expect("labels")["app.kubernetes.io/managed-by"],
+                "kube-sentinel-operator"
+            );
+        };
+        owned(
+            &Api::<StatefulSet>::namespaced(client.clone(), &ns)
+                .get("db")
+                .await
+                .expect("sts")
+                .metadata,
+        );
+        for svc in ["db", "db-headless"] {
+            owned(
+                &Api::<Service>::namespaced(client.clone(), &ns)
+                    .get(svc)
+                    .await
+                    .expect("svc")
+                    .metadata,
+            );
+        }
+        let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get("db-config")
+            .await
+            .expect("cm");
+        owned(&cm.metadata);
+        assert_eq!(cm.data.expect("data")["mode"], "primary");
+        for secret in ["db-ca", "db-tls"] {
+            owned(
+                &Api::<Secret>::namespaced(client.clone(), &ns)
+                    .get(secret)
+                    .await
+                    .expect("secret")
+                    .metadata,
+            );
+        }
+        let jobs = Api::<Job>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .expect("jobs");
+        assert_eq!(jobs.items.len(), 1, "one backup Job per interval");
+        owned(&jobs.items[0].metadata);
+        assert_eq!(
+            status.backup.and_then(|b| b.last_job),
+            jobs.items[0].metadata.name
+        );
+        assert_eq!(status.certificate.map(|c| c.issued), Some(1));
+    }
+
+    /// One kind of drift: what a person does, the objects the sentinel would name, and a check
+    /// that the object is back as desired.
+    /// Completed full reconciles, from the operator's metrics.
+    pub async fn full_reconciles(port: u16) -> u64 {
+        let text = http_get(port, "/metrics").await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "kube_sentinel_operator_reconciles_total{path=\"full\",result=\"ok\"} ",
+                )
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until no full reconcile completed for 3 s: no follow-up pass can race a drift.
+    pub async fn settle(port: u16) {
+        let mut last = full_reconciles(port).await;
+        loop {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let now = full_reconciles(port).await;
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
+    /// Writes a trigger naming `objects`, waits for its acknowledgement (which must be a
+    /// correction) and for the full reconcile the fast path queues after it.
+    async fn drift_and_revert(
+        op: &Operator,
+        client: &Client,
+        ns: &str,
+        what: &str,
+        objects: &[(&str, &str, &str)],
+    ) -> (StatefulCluster, Duration) {
+        let full_before = full_reconciles(op.port).await;
+        let started = std::time::Instant::now();
+        let id = trigger(client, ns, "db", objects).await;
+        let cr = handled(client, ns, "db", &id).await;
+        let took = started.elapsed();
+        eventually(WAIT, "the follow-up full reconcile", || async {
+            (full_reconciles(op.port).await > full_before).then_some(())
+        })
+        .await;
+        let s = cr
+            .status
+            .as_ref()
+            .and_then(|s| s.sentinel.clone())
+            .expect("sentinel status");
+        assert_eq!(s.last_outcome, Some(Outcome::Corrected), "{what}: {s:?}");
+        for (kind, name, _) in objects {
+            assert!(
+                s.reverted_objects
+                    .iter()
+                    .any(|o| o.kind == *kind && o.name == *name),
+                "{what}: {kind} {name} not in revertedObjects {:?}",
+                s.reverted_objects
+            );
+        }
+        eprintln!("{what}: trigger written -> acknowledged in {took:?}");
+        (cr, took)
+    }
+
+    #[tokio::test]
+    async fn fast_path_reverts_every_kind_of_drift_and_skips_upgrade_and_backup() {
+        let cp = control_plane();
+        let ns = cp.namespace("op-drift").await;
+        let client = cp.admin().await;
+        let op = start_operator(&ns, &[]).await;
+        let _kubelet = Kubelet::start(client.clone(), &ns);
+        create(
+            &client,
+            &ns,
+            &cluster(
+                "db",
+                json!({"backup": {"intervalMinutes": 60, "retention": 2}}),
+            ),
+        )
+        .await;
+        wait_ready(&client, &ns, "db").await;
+        settle(op.port).await;
+        let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+        let svc: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let mut latencies = Vec::new();
+
+        // Replicas.
+        sts.patch(
+            "db",
+            &edit(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .expect("scale");
+        latencies.push(
+            drift_and_revert(
+                &op,
+                &client,
+                &ns,
+                "replicas",
+                &[("StatefulSet", "db", "modified")],
+            )
+            .await
+            .1,
+        );
+        assert_eq!(sts.get("db").await.expect("sts").spec.replicas, Some(3));
+
+        // Container image.
+        let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "member", "image": "evil/image:1"}]}}}});
+        sts.patch("db", &edit(), &Patch::Strategic(image))
+            .await
+            .expect("image");
+        latencies.push(
+            drift_and_revert(
+                &op,
+                &client,
+                &ns,
+                "image",
+                &[("StatefulSet", "db", "modified")],
+            )
+            .await
+            .1,
+        );
+        let live = sts.get("db").await.expect("sts");
+        let containers = live.spec.template.spec.expect("pod").containers;
+        assert_eq!(containers.len(), 1);
+        assert_eq!(
+            containers[0].image.as_deref(),
+            Some("registry.k8s.io/pause:3.9")
+        );
+
+        // A label and an annotation added by hand: a force-apply alone would keep them.
+        svc.patch(
+            "db",
+            &edit(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"hand": "made"}, "annotations": {"note": "x"}}}),
+            ),
+        )
+        .await
+        .expect("label");
+        latencies.push(
+            drift_and_revert(&op, &client, &ns, "label", &[("Service", "db", "modified")])
+                .await
+                .1,
+        );
+        let live = svc.get("db").await.expect("svc");
+        assert!(!live.labels().contains_key("hand"), "{:?}", live.labels());
+        assert!(
+            !live.annotations().contains_key("note"),
+            "{:?}",
+            live.annotations()
+        );
+
+        // A ConfigMap key changed and one added.
+        cms.patch(
+            "db-config",
+            &edit(),
+            &Patch::Merge(json!({"data": {"mode": "replica", "injected": "1"}})),
+        )
+        .await
+        .expect("cm");
+        latencies.push(
+            drift_and_revert(
+                &op,
+                &client,
+                &ns,
+                "configmap",
+                &[("ConfigMap", "db-config", "modified")],
+            )
+            .await
+            .1,
+        );
+        let data = cms.get("db-config").await.expect("cm").data.expect("data");
+        assert_eq!(
+            data,
+            BTreeMap::from([
+                ("cache.size".to_string(), "64Mi".to_string()),
+                ("mode".to_string(), "primary".to_string())
+            ])
+        );
+
+        // A Service deleted.
+        svc.delete("db-headless", &DeleteParams::default())
+            .await
+            .expect("delete");
+        latencies.push(
+            drift_and_revert(
+                &op,
+                &client,
+                &ns,
+                "service deleted",
+                &[("Service", "db-headless", "deleted")],
+            )
+            .await
+            .1,
+        );
+        let back = svc.get("db-headless").await.expect("re-created");
+        assert_eq!(back.spec.expect("spec").cluster_ip.as_deref(), Some("None"));
+
+        // The TLS Secret edited.
+        let before = secrets
+            .get("db-tls")
+            .await
+            .expect("secret")
+            .data
+            .expect("data");
+        secrets
+            .patch(
+                "db-tls",
+                &edit(),
+                &Patch::Merge(json!({"data": {"tls.crt": "ZWRpdGVk"}})),
+            )
+            .await
+            .expect("edit secret");
+        latencies.push(
+            drift_and_revert(
+                &op,
+                &client,
+                &ns,
+                "tls secret",
+                &[("Secret", "db-tls", "modified")],
+            )
+            .await
+            .1,
+        );
+        let after = secrets
+            .get("db-tls")
+            .await
+            .expect("secret")
+            .data
+            .expect("data");
+        assert_ne!(after["tls.crt"], before["tls.crt"], "a fresh certificate");
+        assert_ne!(after["tls.crt"].0, b"edited".to_vec());
+        assert_eq!(
+            after["ca.crt"], before["ca.crt"],
+            "the CA was fine and is kept"
+        );
+
+        // Every revert was announced, and the fast path never ran Upgrade or Backup.
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        let reverted = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items;
+        let notes: Vec<String> = reverted
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("DriftReverted"))
+            .filter_map(|e| e.note.clone())
+            .collect();
+        for object in [
+            "StatefulSet db",
+            "Service db",
+            "ConfigMap db-config",
+            "Service db-headless",
+            "Secret db-tls",
+        ] {
+            assert!(
+                notes.iter().any(|n| n.contains(object)),
+                "no DriftReverted naming {object}: {notes:?}"
+            );
+        }
+        let metrics = super::running::http_get(op.port, "/metrics")
+            .await
+            .expect("metrics");
+        assert!(
+            metrics.contains(
+                "kube_sentinel_operator_manager_runs_total{manager=\"infra\",path=\"fast\"}"
+            ),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains("manager=\"upgrade\",path=\"fast\""),
+            "the fast path ran UpgradeManager"
+        );
+        assert!(
+            !metrics.contains("manager=\"backup\",path=\"fast\""),
+            "the fast path ran BackupManager"
+        );
+        assert!(
+            metrics.contains(
+                "kube_sentinel_operator_revert_latency_seconds_count{since=\"triggered\"} 6"
+            ),
+            "{metrics}"
+        );
+        let table = super::running::http_get(op.port, "/debug/latency")
+            .await
+            .expect("debug latency");
+        assert!(
+            table.contains(&format!("# {ns}/db since=detected")),
+            "{table}"
+        );
+        let cr = Api::<StatefulCluster>::namespaced(client.clone(), &ns)
+            .get("db")
+            .await
+            .expect("cr");
+        let s = cr.status.expect("status");
+        assert!(s.sentinel.expect("sentinel").corrections >= 6);
+        assert_eq!(s.backup.map(|b| b.last_job.is_some()), Some(true));
+        latencies.sort();
+        eprintln!(
+            "trigger written -> acknowledged (seen by a 100 ms poll): min {:?} median {:?} max {:?}",
+            latencies[0],
+            latencies[latencies.len() / 2],
+            latencies[latencies.len() - 1]
+        );
+    }
+
+    #[tokio::test]
+    async fn paused_resource_is_acknowledged_not_reverted() {
+        let cp = control_plane();
+        let ns = cp.namespace("op-paused").await;
+        let client = cp.admin().await;
+        let _op = start_operator(&ns, &[]).await;
+        let _kubelet = Kubelet::start(client.clone(), &ns);
+        create(&client, &ns, &cluster("db", json!({}))).await;
+        wait_ready(&client, &ns, "db").await;
+        let api: Api<StatefulCluster> = Api::namespaced(client.clone(), &ns);
+        api.patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .expect("pause");
+        let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+        sts.patch(
+            "db",
+            &edit(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .expect("scale");
+        let id = trigger(&client, &ns, "db", &[("StatefulSet", "db", "modified")]).await;
+        let cr = handled(&client, &ns, "db", &id).await;
+        assert_eq!(
+            cr.status
+                .and_then(|s| s.sentinel)
+                .and_then(|s| s.last_outcome),
+            Some(Outcome::Noop)
+        );
+        // Give a (wrong) full reconcile time to run, then check nothing was reverted.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(sts.get("db").await.expect("sts").spec.replicas, Some(1));
+        let events = Api::<Event>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .expect("events");
+        assert!(
+            events
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("DriftIgnored"))
+        );
+        // Unpaused, the next pass restores it.
+        api.patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await
+        .expect("unpause");
+        eventually(WAIT, "replicas restored after unpausing", || async {
+            (sts.get("db").await.ok()?.spec.replicas == Some(3)).then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn trigger_written_while_the_operator_was_down_is_handled_after_start() {
+        let cp = control_plane();
+        let ns = cp.namespace("op-down").await;
+        let client = cp.admin().await;
+        let mut op = start_operator(&ns, &[]).await;
+        let _kubelet = Kubelet::start(client.clone(), &ns);
+        create(&client, &ns, &cluster("db", json!({}))).await;
+        wait_ready(&client, &ns, "db").await;
+        op.program.kill();
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        cms.patch(
+            "db-config",
+            &edit(),
+            &Patch::Merge(json!({"data": {"mode": "replica"}})),
+        )
+        .await
+        .expect("cm");
+        let id = trigger(
+            &client,
+            &ns,
+            "db",
+            &[("ConfigMap", "db-config", "modified")],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let api: Api<StatefulCluster> = Api::namespaced(client.clone(), &ns);
+        let pending = api.get("db").await.expect("cr");
+        assert_eq!(
+            pending.pending_trigger(),
+            Some(id.as_str()),
+            "nobody handled it while the operator was down"
+        );
+        let _op = start_operator(&ns, &[]).await;
+        let cr = handled(&client, &ns, "db", &id).await;
+        assert_eq!(
+            cr.status
+                .and_then(|s| s.sentinel)
+                .and_then(|s| s.last_outcome),
+            Some(Outcome::Corrected)
+        );
+        assert_eq!(
+            cms.get("db-config").await.expect("cm").data.expect("data")["mode"],
+            "primary"
+        );
+    }
+
+    #[tokio::test]
+    async fn trigger_is_served_before_500_queued_normal_reconciles() {
+        let cp = control_plane();
+        let ns = cp.namespace("op-lanes").await;
+        let client = cp.admin().await;
+        support::install_crd(&client).await;
+        let api: Api<StatefulCluster> = Api::namespaced(client.clone(), &ns);
+        // 500 paused resources: each full reconcile is real work (a read and a status write)
+        // but creates nothing, so the queue, not the cluster, is what is measured.
+        let names: Vec<String> = (0..500).map(|i| format!("bulk-{i:03}")).collect();
+        futures::stream::iter(names.iter())
+            .for_each_concurrent(16, |name| {
+                let api = api.clone();
+                async move {
+                    api.create(
+                        &PostParams::default(),
+                        &cluster(name, json!({"paused": true, "tls": null})),
+                    )
+                    .await
+                    .expect("create");
+                }
+            })
+            .await;
+        create(&client, &ns, &cluster("target", json!({"tls": null}))).await;
+        let _op = start_operator(&ns, &["--workers", "1"]).await;
+        let reconciled = || async {
+            api.list(&ListParams::default())
+                .await
+                .expect("list")
+                .items
+                .iter()
+                .filter(|c| {
+                    c.name_any().starts_with("bulk-")
+                        && c.status
+                            .as_ref()
+                            .is_some_and(|s| s.observed_generation.is_some())
+                })
+                .count()
+        };
+        // The normal lane is busy with the initial list...
+        eventually(WAIT, "normal reconciles under way", || async {
+            (reconciled().await > 0).then_some(())
+        })
+        .await;
+        let id = trigger(&client, &ns, "target", &[("Service", "target", "deleted")]).await;
+        handled(&client, &ns, "target", &id).await;
+        let done = reconciled().await;
+        eprintln!("trigger handled after {done} of 500 queued normal reconciles");
+        assert!(
+            done < 400,
+            "the trigger waited for the normal lane: {done} of 500 were reconciled first"
+        );
+        assert!(
+            Api::<Service>::namespaced(client.clone(), &ns)
+                .get_opt("target")
+                .await
+                .expect("get")
+                .is_some()
+        );
+    }
+
+    async fn upgrade_completes(strategy: &str) -> StatefulCluster {
+        let cp = control_plane();
+        let ns = cp
+            .namespace(&format!("op-{}", strategy.to_lowercase()))
+            .await;
+        let client = cp.admin().await;
+        let _op = start_operator(&ns, &[]).await;
+        let _kubelet = Kubelet::start(client.clone(), &ns);
+        create(
+            &client,
+            &ns,
+            &cluster(
+                "db",
+                json!({"upgrade": {"strategy": strategy}, "tls": null}),
+            ),
+        )
+        .await;
+        wait_ready(&client, &ns, "db").await;
+        let api: Api<StatefulCluster> = Api::namespaced(client.clone(), &ns);
+        api.patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"version": "3.10"}})),
+        )
+        .await
+        .expect("upgrade");
+        let phases = std::cell::RefCell::new(Vec::new());
+        let (api, seen) = (&api, &phases);
+        let done = eventually(
+            Duration::from_secs(120),
+            "upgrade completed",
+            || async move {
+                let cr = api.get("db").await.ok()?;
+                let status = cr.status.clone()?;
+                let upgrade = status.upgrade.clone()?;
+                let mut seen = seen.borrow_mut();
+                if seen.last() != Some(&upgrade.phase) {
+                    seen.push(upgrade.phase);
+                }
+                (status.current_version.as_deref() == Some("3.10")
+                    && upgrade.phase == UpgradePhase::Idle)
+                    .then_some(cr)
+            },
+        )
+        .await;
+        eprintln!("{strategy} phases seen: {:?}", phases.borrow());
+        assert_eq!(
+            done.status
+                .as_ref()
+                .and_then(|s| s.upgrade.as_ref())
+                .map(|u| u.completed),
+            Some(1)
+        );
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels(&format!("{INSTANCE_LABEL}=db")))
+            .await
+            .expect("pods");
+        let images: Vec<_> = pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.spec.as_ref()?.containers[0].image.clone())
+            .collect();
+        assert!(
+            images.len() == 3 && images.iter().all(|i| i == "registry.k8s.io/pause:3.10"),
+            "{images:?}"
+        );
+        wait_ready(&client, &ns, "db").await
+    }
+
+    #[tokio::test]
+    async fn rolling_upgrade_completes_when_pods_report_ready() {
+        let cr = upgrade_completes("Rolling").await;
+        let upgrade = cr.status.and_then(|s| s.upgrade).expect("upgrade");
+        assert_eq!(upgrade.active_set.as_deref(), Some("db"));
+    }
+
+    #[tokio::test]
+    async fn blue_green_upgrade_switches_services_and_retires_the_old_set() {
+        let cr = upgrade_completes("BlueGreen").await;
+        let ns = cr.namespace().expect("ns");
+        let client = control_plane().admin().await;
+        let upgrade = cr.status.and_then(|s| s.upgrade).expect("upgrade");
+        assert_eq!(upgrade.active_set.as_deref(), Some("db-b"));
+        let svc = Api::<Service>::namespaced(client.clone(), &ns)
+            .get("db")
+            .await
+            .expect("svc");
+        assert_eq!(
+            svc.spec.and_then(|s| s.selector).expect("selector")["kube-sentinel.dev/set"],
+            "db-b"
+        );
+        eventually(WAIT, "old StatefulSet retired", || async {
+            Api::<StatefulSet>::namespaced(client.clone(), &ns)
+                .get_opt("db")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    }
 }

@@ -40,6 +40,9 @@ pub struct ObjectChange {
     pub action: Action,
     /// Paths that differ between before and after (`spec.replicas`, `metadata.labels.x`).
     pub changed: Vec<String>,
+    /// Whether a read after the write found the object as desired (always checked after a
+    /// change).
+    pub verified: bool,
 }
 
 impl ObjectChange {
@@ -125,12 +128,53 @@ pub async fn converge(
             (action, changed)
         }
     };
+    let verified = match action {
+        Action::Unchanged => true,
+        Action::Created | Action::Updated => {
+            let live = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(format!("reading back {}", context())))?;
+            match live {
+                Some(live) => {
+                    let live = serde_json::to_value(&live).map_err(|e| Error::Json("object", e))?;
+                    covers(&live, desired) && foreign_removals(&live, desired).is_empty()
+                }
+                None => false,
+            }
+        }
+    };
     Ok(ObjectChange {
         kind: kind.to_string(),
         name,
         action,
         changed,
+        verified,
     })
+}
+
+/// An empty map or list is not stored by the API server.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Null => true,
+        _ => false,
+    }
+}
+
+/// Whether `live` holds every value of `desired` (lists item by item; fields the API server
+/// defaulted are allowed).
+pub(crate) fn covers(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).map_or_else(|| is_empty(dv), |lv| covers(lv, dv))),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| covers(lv, dv))
+        }
+        (l, d) => l == d,
+    }
 }
 
 /// One step of a path into a JSON document.
@@ -341,6 +385,19 @@ mod tests {
             "spec": {"ports": [{"port": 80, "name": "web"}, {"port": 9}]}
         });
         assert!(foreign_removals(&live(), &desired).is_empty());
+    }
+
+    #[test]
+    fn covers_allows_defaults_but_not_changes() {
+        let live = json!({"spec": {"replicas": 3, "ports": [{"port": 80, "protocol": "TCP"}]}});
+        assert!(covers(&live, &json!({"spec": {"ports": [{"port": 80}]}})));
+        assert!(!covers(&live, &json!({"spec": {"replicas": 2}})));
+        assert!(!covers(
+            &live,
+            &json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}})
+        ));
+        assert!(covers(&live, &json!({"data": {}})));
+        assert!(!covers(&live, &json!({"metadata": {"name": "x"}})));
     }
 
     #[test]

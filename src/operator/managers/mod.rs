@@ -55,6 +55,9 @@ pub enum Error {
     /// Another writer kept changing the object while it was being reverted.
     #[error("{0} kept changing while it was being reverted")]
     Conflict(String),
+    /// A manager failed in a full reconcile (reason, message), recorded in `Degraded`.
+    #[error("{0}: {1}")]
+    Degraded(&'static str, String),
     /// An object could not be converted to or from JSON.
     #[error("serializing {0}: {1}")]
     Json(&'static str, serde_json::Error),
