@@ -1,6 +1,9 @@
 //! Command-line helpers shared by the programs.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
+
+use anyhow::Context;
+use kube::{Client, Config, config::KubeConfigOptions};
 
 /// Parses a duration flag: `2s`, `500ms`, `1m30s`, `10h` (jiff's friendly format), or a bare
 /// number of seconds.
@@ -14,6 +17,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|e| format!("{text:?} is not a duration like 2s, 500ms or 10h: {e}"))?;
     Duration::try_from(signed).map_err(|_| format!("{text:?}: a duration must not be negative"))
+}
+
+/// A client for the cluster named by `--kubeconfig`, else the usual places: in-cluster
+/// configuration, `KUBECONFIG`, `~/.kube/config`. Fails with one clear line when there is none.
+pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => Config::infer().await.map_err(|e| {
+            anyhow::anyhow!(
+                "no Kubernetes cluster configuration found (pass --kubeconfig, set KUBECONFIG, \
+                 or run in a cluster): {e}"
+            )
+        })?,
+    };
+    Client::try_from(config).context("building the Kubernetes client")
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ enum Command {
     Operator(kube_sentinel::operator::OperatorArgs),
     /// Print the StatefulCluster CustomResourceDefinition as YAML (`kubectl apply -f -`).
     Crd,
+    /// Watch managed infrastructure and trigger the owning custom resource on drift.
+    Sentinel(kube_sentinel::sentinel::SentinelArgs),
 }
 
 #[derive(Args)]
@@ -75,6 +77,9 @@ async fn main() {
     let result = match cli.command {
         Command::Testenv(args) => testenv(args, cli.exit_on_stdin_eof).await,
         Command::Demo(args) => demo(args).await,
+        Command::Sentinel(args) => {
+            kube_sentinel::sentinel::run(args, wait_for_shutdown(cli.exit_on_stdin_eof)).await
+        }
         Command::Operator(args) => {
             kube_sentinel::operator::run(args, wait_for_shutdown(cli.exit_on_stdin_eof)).await
         }

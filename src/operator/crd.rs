@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-        CustomResourceDefinition, ValidationRule,
+        CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, ValidationRule,
     },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
@@ -365,8 +365,25 @@ pub fn crd() -> CustomResourceDefinition {
                 "spec.version cannot change while spec.paused is true: unpause the cluster to upgrade it".into(),
             )]);
         }
+        // Status is written by controllers only. A schema default there would be filled in by
+        // the API server inside whatever status object a writer creates, so the sentinel's
+        // first trigger would appear to set the operator's counters (and be refused by its
+        // admission policy). Absent counters read as zero.
+        if let Some(status) = schema.properties.as_mut().and_then(|p| p.get_mut("status")) {
+            strip_defaults(status);
+        }
     }
     crd
+}
+
+fn strip_defaults(schema: &mut JSONSchemaProps) {
+    schema.default = None;
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        strip_defaults(child);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        strip_defaults(items);
+    }
 }
 
 fn rule(rule: String, message: String) -> ValidationRule {

@@ -10,6 +10,7 @@ use futures::Stream;
 
 pub mod debounce;
 pub mod lanes;
+pub mod latency;
 pub mod retry_sink;
 pub mod runner;
 
@@ -17,6 +18,7 @@ pub use debounce::{DebounceConfig, DebounceKeyed, DebounceMode, Debounced, OnInp
 pub use lanes::{
     Claim, Lane, LanesConfig, Next, PrometheusQueueMetrics, QueueMetrics, QueueStats, TwoLaneQueue,
 };
+pub use latency::{LatencyRecorder, LatencySnapshot, LatencySummary};
 pub use retry_sink::{Outcome, Retry, RetryConfig, RetryCounts, RetrySink, RetryStats, Status};
 pub use runner::{TwoLaneRunner, run_two_lanes};
 

@@ -857,6 +857,87 @@ mod tests {
         assert_eq!(starts, vec![0, 0, 1, 1, 2]);
     }
 
+    proptest::proptest! {
+        /// Over random feeding schedules, op durations and transient failures: at most one op
+        /// per key and `max_concurrent` ops at once; per key, sent values only increase and the
+        /// last value fed is sent; every item ends (sent, superseded or failed).
+        #[test]
+        fn latest_wins_and_nothing_is_lost(
+            max_concurrent in 1usize..4,
+            items in proptest::collection::vec((0u32..4, 0u64..40), 1..40),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            #[derive(Default)]
+            struct Trace {
+                running: Vec<u32>,
+                max_running: usize,
+                twice: bool,
+                sent: Vec<(u32, u32)>,
+            }
+            let trace = Arc::new(Mutex::new(Trace::default()));
+            let op_trace = trace.clone();
+            let calls = Arc::new(Mutex::new(HashMap::<(u32, u32), u32>::new()));
+            let mut sink = RetrySink::new(
+                RetryConfig { max_concurrent, backoff_base: Duration::from_millis(10), backoff_max: Duration::from_millis(80), max_attempts: None },
+                move |key: u32, value: u32| {
+                    let trace = op_trace.clone();
+                    let call = {
+                        let mut calls = calls.lock().expect("lock");
+                        let n = calls.entry((key, value)).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    async move {
+                        {
+                            let mut t = trace.lock().expect("lock");
+                            t.twice |= t.running.contains(&key);
+                            t.running.push(key);
+                            t.max_running = t.max_running.max(t.running.len());
+                        }
+                        tokio::time::sleep(Duration::from_millis(u64::from(value % 4) * 7)).await;
+                        let mut t = trace.lock().expect("lock");
+                        let at = t.running.iter().position(|k| *k == key).expect("running");
+                        t.running.remove(at);
+                        if (value + call).is_multiple_of(3) {
+                            Err("busy")
+                        } else {
+                            t.sent.push((key, value));
+                            Ok(())
+                        }
+                    }
+                },
+                |_: &&str| Retry::Transient,
+            );
+            let stats = sink.stats_handle();
+            let mut last = HashMap::new();
+            runtime.block_on(async {
+                for (value, (key, gap)) in items.iter().enumerate() {
+                    let _ = tokio::time::timeout(Duration::from_millis(*gap), sink.flush()).await;
+                    sink.feed((*key, value as u32)).await.expect("infallible");
+                    last.insert(*key, value as u32);
+                }
+                sink.close().await.expect("infallible");
+            });
+            let t = trace.lock().expect("lock");
+            proptest::prop_assert!(!t.twice, "two ops on one key at once");
+            proptest::prop_assert!(t.max_running <= max_concurrent);
+            for (key, value) in &last {
+                proptest::prop_assert!(t.sent.contains(&(*key, *value)), "last value of {} not sent", key);
+                let per_key: Vec<u32> = t.sent.iter().filter(|s| s.0 == *key).map(|s| s.1).collect();
+                proptest::prop_assert!(per_key.windows(2).all(|w| w[0] < w[1]), "older value sent after newer: {:?}", per_key);
+            }
+            let counts = stats.snapshot();
+            proptest::prop_assert_eq!(counts.accepted, items.len() as u64);
+            proptest::prop_assert_eq!(counts.pending, 0);
+            proptest::prop_assert_eq!(counts.sent + counts.superseded + counts.failed, counts.accepted);
+            proptest::prop_assert_eq!(counts.sent, t.sent.len() as u64);
+        }
+    }
+
     #[test]
     fn sink_is_send_when_its_parts_are() {
         fn assert_send<T: Send>(_: &T) {}

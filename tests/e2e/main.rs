@@ -1,8 +1,10 @@
 //! Integration tests against a real kube-apiserver, etcd and kube-controller-manager, built
 //! from their upstream Go modules. One control plane serves the whole run (see `support`).
 
+mod end_to_end;
 mod leader;
 mod operator;
+mod sentinel;
 mod sentinel_security;
 mod smoke;
 mod support;

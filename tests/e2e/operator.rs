@@ -144,7 +144,7 @@ async fn crd_accepts_both_samples_and_rejects_invalid_specs_with_their_messages(
 // ---------------------------------------------------------------------------------------------
 // The operator as a separate process under its own ServiceAccount and deploy/operator RBAC.
 
-mod running {
+pub(crate) mod running {
     use std::{collections::BTreeMap, time::Duration};
 
     use futures::StreamExt;

@@ -1,0 +1,571 @@
+//! From watch events to drift events: the actor filter, owner resolution and the owner's wishes.
+//!
+//! [`Detector::handle`] takes the metadata watch events of the three infrastructure kinds (and a
+//! [`Input::CatchUp`] when this instance becomes the leader) and returns the drift events to
+//! debounce, one per drifted object, each carrying its owner's debounce [`Timing`].
+//!
+//! * **Initial list**: objects found by a kind's first list are judged against their owner's
+//!   last trigger ([`FirstSight::Listed`]): drift made while the sentinel was down is caught once.
+//! * **Relist** (a watch that expired): objects known before and missing from the relist were
+//!   deleted during the gap; objects new in it were created during the gap.
+//! * **Deletion**, including an object relabelled out of the selector (a label-selector watch
+//!   cannot tell the two apart; either way the operator must restore it), is drift unless its
+//!   owner is being deleted or gone.
+//! * **Catch-up**: a standby keeps its records warm; when it becomes the leader it re-judges
+//!   every record against its owner's last trigger, so drift the previous leader saw but did not
+//!   trigger is not lost, and drift it did trigger is not triggered again.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{
+    api::DynamicObject,
+    runtime::{
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+
+use super::{
+    actor::{ActorFilter, FirstSight, ObjectKey, Verdict},
+    metrics::SentinelMetrics,
+    owner::{OwnerKey, OwnerKind, OwnerState},
+};
+use crate::{
+    contract::{DebounceModeSpec, DriftChange, DriftedObject, SentinelSpec},
+    stream::{DebounceMode, Timing},
+};
+
+/// Input of the detector.
+#[derive(Debug)]
+pub enum Input {
+    /// A metadata watch event of one kind.
+    Watch(&'static str, watcher::Event<ObjectMeta>),
+    /// This instance just became the leader: re-judge every record.
+    CatchUp,
+}
+
+/// One drifted object, on its way to the debounce.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftEvent {
+    /// The owning custom resource: the debounce key.
+    pub owner: OwnerKey,
+    /// What drifted.
+    pub object: DriftedObject,
+    /// The foreign managers that changed it.
+    pub managers: Vec<String>,
+    /// When the sentinel received the event (wall clock).
+    pub received: Timestamp,
+    /// The owner's debounce timing.
+    pub timing: Timing,
+}
+
+/// Reads the owning custom resources' state.
+pub trait OwnerLookup {
+    /// The state of `owner`, or `None` if it does not exist (as far as the cache knows).
+    fn owner_state(&self, owner: &OwnerKey) -> Option<OwnerState>;
+}
+
+/// The owners from a reflector store of the custom resources.
+#[derive(Clone)]
+pub struct StoreOwners {
+    /// The store.
+    pub store: Store<DynamicObject>,
+    /// The custom resource kind.
+    pub kind: OwnerKind,
+}
+
+impl OwnerLookup for StoreOwners {
+    fn owner_state(&self, owner: &OwnerKey) -> Option<OwnerState> {
+        let reference =
+            ObjectRef::new_with(&owner.name, self.kind.resource.clone()).within(&owner.namespace);
+        self.store
+            .get(&reference)
+            .map(|o| OwnerState::from_object(&o))
+    }
+}
+
+impl<S: std::hash::BuildHasher> OwnerLookup for HashMap<OwnerKey, OwnerState, S> {
+    fn owner_state(&self, owner: &OwnerKey) -> Option<OwnerState> {
+        self.get(owner).cloned()
+    }
+}
+
+/// Debounce timing used when a resource's `spec.sentinel` does not set its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimingDefaults {
+    /// Quiet window.
+    pub window: Duration,
+    /// Longest a burst may delay its trigger.
+    pub max_wait: Duration,
+    /// Trailing or leading+trailing.
+    pub mode: DebounceMode,
+}
+
+impl TimingDefaults {
+    /// The timing for a resource with this `spec.sentinel`.
+    pub fn for_spec(&self, spec: &SentinelSpec) -> Timing {
+        let window = spec.debounce_window_seconds.map_or(self.window, |s| {
+            Duration::from_secs(u64::from(s.clamp(1, 60)))
+        });
+        let max_wait = spec.max_wait_seconds.map_or(self.max_wait, |s| {
+            Duration::from_secs(u64::from(s.clamp(1, 300)))
+        });
+        let mode = match spec.mode {
+            Some(DebounceModeSpec::Leading) => DebounceMode::LeadingTrailing,
+            Some(DebounceModeSpec::Trailing) => DebounceMode::Trailing,
+            None => self.mode,
+        };
+        Timing {
+            window,
+            max_wait: Some(max_wait.max(window)),
+            mode,
+        }
+    }
+}
+
+/// Watch events in, drift events out. See the [module documentation](self).
+pub struct Detector<O> {
+    filter: ActorFilter,
+    owner_kind: OwnerKind,
+    owners: O,
+    defaults: TimingDefaults,
+    metrics: SentinelMetrics,
+    /// Kinds whose first list is complete.
+    synced: HashSet<&'static str>,
+    /// Objects seen by a list in progress, per kind.
+    relisting: HashMap<&'static str, HashSet<ObjectKey>>,
+    /// The owner of every recorded object, for deletions and catch-up.
+    owner_of: HashMap<ObjectKey, OwnerKey>,
+}
+
+impl<O: OwnerLookup> Detector<O> {
+    /// A detector attributing changes with `filter` and resolving owners of `owner_kind`.
+    pub fn new(
+        filter: ActorFilter,
+        owner_kind: OwnerKind,
+        owners: O,
+        defaults: TimingDefaults,
+        metrics: SentinelMetrics,
+    ) -> Self {
+        Self {
+            filter,
+            owner_kind,
+            owners,
+            defaults,
+            metrics,
+            synced: HashSet::new(),
+            relisting: HashMap::new(),
+            owner_of: HashMap::new(),
+        }
+    }
+
+    /// Whether the first list of `kind` is complete.
+    pub fn is_synced(&self, kind: &str) -> bool {
+        self.synced.contains(kind)
+    }
+
+    /// Handles one input; returns the drift events it reveals.
+    pub fn handle(&mut self, input: Input) -> Vec<DriftEvent> {
+        match input {
+            Input::CatchUp => self.catch_up(),
+            Input::Watch(kind, event) => {
+                self.metrics
+                    .events_seen
+                    .get_or_create(&[("kind", kind)])
+                    .inc();
+                match event {
+                    watcher::Event::Init => {
+                        self.relisting.insert(kind, HashSet::new());
+                        Vec::new()
+                    }
+                    watcher::Event::InitApply(meta) => {
+                        let key = ObjectKey::new(kind, &meta);
+                        if let Some(seen) = self.relisting.get_mut(kind) {
+                            seen.insert(key.clone());
+                        }
+                        let first_list = !self.synced.contains(kind);
+                        self.applied(key, &meta, first_list).into_iter().collect()
+                    }
+                    watcher::Event::InitDone => self.list_done(kind),
+                    watcher::Event::Apply(meta) => {
+                        let key = ObjectKey::new(kind, &meta);
+                        self.applied(key, &meta, false).into_iter().collect()
+                    }
+                    watcher::Event::Delete(meta) => {
+                        let key = ObjectKey::new(kind, &meta);
+                        self.filter.forget(&key);
+                        let owner = self
+                            .owner_kind
+                            .owner_of(&meta)
+                            .or_else(|| self.owner_of.remove(&key));
+                        self.owner_of.remove(&key);
+                        self.deleted(key, owner).into_iter().collect()
+                    }
+                }
+            }
+        }
+    }
+
+    fn applied(
+        &mut self,
+        key: ObjectKey,
+        meta: &ObjectMeta,
+        first_list: bool,
+    ) -> Option<DriftEvent> {
+        let Some(owner) = self.owner_kind.owner_of(meta) else {
+            self.ignored("no_owner");
+            return None;
+        };
+        let state = self.owners.owner_state(&owner);
+        let first = if first_list {
+            FirstSight::Listed(state.as_ref().and_then(|s| s.last_trigger))
+        } else {
+            FirstSight::Created
+        };
+        let verdict = self.filter.observe(&key, meta, first);
+        self.owner_of.insert(key.clone(), owner.clone());
+        match verdict {
+            Verdict::Ignored(reason) => {
+                self.ignored(reason.as_str());
+                None
+            }
+            Verdict::Drift { managers } => {
+                self.drift(key, owner, state, DriftChange::Modified, managers)
+            }
+        }
+    }
+
+    fn deleted(&mut self, key: ObjectKey, owner: Option<OwnerKey>) -> Option<DriftEvent> {
+        let Some(owner) = owner else {
+            self.ignored("no_owner");
+            return None;
+        };
+        let state = self.owners.owner_state(&owner);
+        self.drift(key, owner, state, DriftChange::Deleted, Vec::new())
+    }
+
+    fn list_done(&mut self, kind: &'static str) -> Vec<DriftEvent> {
+        self.synced.insert(kind);
+        let Some(seen) = self.relisting.remove(kind) else {
+            return Vec::new();
+        };
+        let gone: Vec<ObjectKey> = self
+            .filter
+            .keys()
+            .filter(|k| k.kind == kind && !seen.contains(*k))
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .filter_map(|key| {
+                self.filter.forget(&key);
+                let owner = self.owner_of.remove(&key);
+                self.deleted(key, owner)
+            })
+            .collect()
+    }
+
+    fn catch_up(&mut self) -> Vec<DriftEvent> {
+        let candidates: Vec<(ObjectKey, OwnerKey)> = self
+            .owner_of
+            .iter()
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        candidates
+            .into_iter()
+            .filter_map(|(key, owner)| {
+                let state = self.owners.owner_state(&owner);
+                let after = state.as_ref().and_then(|s| s.last_trigger);
+                let managers = self.filter.foreign_since(&key, after);
+                if managers.is_empty() {
+                    return None;
+                }
+                self.drift(key, owner, state, DriftChange::Modified, managers)
+            })
+            .collect()
+    }
+
+    fn drift(
+        &mut self,
+        key: ObjectKey,
+        owner: OwnerKey,
+        state: Option<OwnerState>,
+        change: DriftChange,
+        managers: Vec<String>,
+    ) -> Option<DriftEvent> {
+        let Some(state) = state else {
+            self.ignored("owner_not_found");
+            return None;
+        };
+        let refusal = if state.deleting {
+            Some("owner_deleting")
+        } else if state.paused {
+            Some("owner_paused")
+        } else if !state.sentinel.is_enabled() {
+            Some("sentinel_disabled")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            self.ignored(reason);
+            return None;
+        }
+        self.metrics
+            .drifts_detected
+            .get_or_create(&[("kind", key.kind)])
+            .inc();
+        tracing::debug!(
+            kind = key.kind, namespace = %key.namespace, name = %key.name, owner = %owner,
+            ?change, managers = ?managers, "drift detected"
+        );
+        Some(DriftEvent {
+            timing: self.defaults.for_spec(&state.sentinel),
+            owner,
+            object: DriftedObject {
+                kind: key.kind.to_owned(),
+                name: key.name,
+                change,
+            },
+            managers,
+            received: Timestamp::now(),
+        })
+    }
+
+    fn ignored(&self, reason: &'static str) {
+        self.metrics
+            .events_ignored
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+    use prometheus_client::registry::Registry;
+    use serde_json::json;
+
+    use super::*;
+    use crate::contract::{INSTANCE_LABEL, OPERATOR_FIELD_MANAGER};
+
+    const OP: &str = OPERATOR_FIELD_MANAGER;
+
+    fn entry(manager: &str, second: i64) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Update".into()),
+            time: Some(Time(Timestamp::from_second(second).expect("time"))),
+            fields_v1: Some(FieldsV1(json!({"f:spec": {}}))),
+            ..Default::default()
+        }
+    }
+
+    fn meta(name: &str, owner: &str, rv: &str, entries: Vec<ManagedFieldsEntry>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("prod".into()),
+            resource_version: Some(rv.into()),
+            labels: Some([(INSTANCE_LABEL.to_owned(), owner.to_owned())].into()),
+            managed_fields: Some(entries),
+            ..Default::default()
+        }
+    }
+
+    fn owner(name: &str) -> OwnerKey {
+        OwnerKey {
+            namespace: "prod".into(),
+            name: name.into(),
+        }
+    }
+
+    fn detector(owners: HashMap<OwnerKey, OwnerState>) -> Detector<HashMap<OwnerKey, OwnerState>> {
+        Detector::new(
+            ActorFilter::new([OP]),
+            OwnerKind::default(),
+            owners,
+            TimingDefaults {
+                window: Duration::from_secs(2),
+                max_wait: Duration::from_secs(10),
+                mode: DebounceMode::Trailing,
+            },
+            SentinelMetrics::register(&mut Registry::default()),
+        )
+    }
+
+    fn listed(
+        d: &mut Detector<HashMap<OwnerKey, OwnerState>>,
+        kind: &'static str,
+        metas: Vec<ObjectMeta>,
+    ) -> Vec<DriftEvent> {
+        let mut out = d.handle(Input::Watch(kind, watcher::Event::Init));
+        for m in metas {
+            out.extend(d.handle(Input::Watch(kind, watcher::Event::InitApply(m))));
+        }
+        out.extend(d.handle(Input::Watch(kind, watcher::Event::InitDone)));
+        out
+    }
+
+    fn names(events: &[DriftEvent]) -> Vec<(String, DriftChange)> {
+        events
+            .iter()
+            .map(|e| (e.object.name.clone(), e.object.change))
+            .collect()
+    }
+
+    #[test]
+    fn restart_catches_drift_newer_than_the_last_trigger_only() {
+        let handled = OwnerState {
+            last_trigger: Timestamp::from_second(500).ok(),
+            ..Default::default()
+        };
+        let mut d = detector([(owner("a"), handled)].into());
+        let old_drift = meta("old", "a", "1", vec![entry(OP, 100), entry("kubectl", 400)]);
+        let new_drift = meta("new", "a", "1", vec![entry(OP, 100), entry("kubectl", 600)]);
+        let clean = meta("clean", "a", "1", vec![entry(OP, 100)]);
+        let out = listed(
+            &mut d,
+            "StatefulSet",
+            vec![old_drift, new_drift, clean.clone()],
+        );
+        assert_eq!(names(&out), [("new".into(), DriftChange::Modified)]);
+        assert!(d.is_synced("StatefulSet"));
+        // Unchanged objects delivered again by a relist are not drift.
+        let out = listed(&mut d, "StatefulSet", vec![clean]);
+        // ...but the two missing from it were deleted during the gap.
+        let mut gone = names(&out);
+        gone.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            gone,
+            [
+                ("new".into(), DriftChange::Deleted),
+                ("old".into(), DriftChange::Deleted)
+            ]
+        );
+    }
+
+    #[test]
+    fn deletion_is_drift_unless_the_owner_is_deleting_or_gone() {
+        let mut d = detector(
+            [
+                (owner("a"), OwnerState::default()),
+                (
+                    owner("b"),
+                    OwnerState {
+                        deleting: true,
+                        ..Default::default()
+                    },
+                ),
+            ]
+            .into(),
+        );
+        listed(&mut d, "Service", vec![]);
+        for o in ["a", "b", "c"] {
+            let m = meta(o, o, "1", vec![entry(OP, 1)]);
+            assert!(
+                d.handle(Input::Watch("Service", watcher::Event::Apply(m)))
+                    .is_empty()
+            );
+        }
+        let del = |o: &str| {
+            Input::Watch(
+                "Service",
+                watcher::Event::Delete(meta(o, o, "2", vec![entry(OP, 1)])),
+            )
+        };
+        assert_eq!(
+            names(&d.handle(del("a"))),
+            [("a".into(), DriftChange::Deleted)]
+        );
+        assert!(d.handle(del("b")).is_empty());
+        assert!(d.handle(del("c")).is_empty());
+    }
+
+    #[test]
+    fn paused_and_disabled_owners_get_nothing_and_timing_follows_the_spec() {
+        let spec = SentinelSpec {
+            debounce_window_seconds: Some(5),
+            mode: Some(DebounceModeSpec::Leading),
+            max_wait_seconds: Some(3),
+            ..Default::default()
+        };
+        let mut d = detector(
+            [
+                (
+                    owner("paused"),
+                    OwnerState {
+                        paused: true,
+                        ..Default::default()
+                    },
+                ),
+                (
+                    owner("off"),
+                    OwnerState {
+                        sentinel: SentinelSpec {
+                            enabled: Some(false),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                ),
+                (
+                    owner("tuned"),
+                    OwnerState {
+                        sentinel: spec,
+                        ..Default::default()
+                    },
+                ),
+            ]
+            .into(),
+        );
+        listed(&mut d, "ConfigMap", vec![]);
+        let foreign = |o: &str| {
+            Input::Watch(
+                "ConfigMap",
+                watcher::Event::Apply(meta(o, o, "1", vec![entry("kubectl", 9)])),
+            )
+        };
+        assert!(d.handle(foreign("paused")).is_empty());
+        assert!(d.handle(foreign("off")).is_empty());
+        let out = d.handle(foreign("tuned"));
+        assert_eq!(
+            out[0].timing,
+            Timing {
+                window: Duration::from_secs(5),
+                max_wait: Some(Duration::from_secs(5)),
+                mode: DebounceMode::LeadingTrailing
+            }
+        );
+        assert_eq!(out[0].managers, ["kubectl"]);
+    }
+
+    #[test]
+    fn catch_up_re_judges_records_against_the_last_trigger() {
+        let mut owners: HashMap<OwnerKey, OwnerState> =
+            [(owner("a"), OwnerState::default())].into();
+        owners.insert(
+            owner("b"),
+            OwnerState {
+                last_trigger: Timestamp::from_second(50).ok(),
+                ..Default::default()
+            },
+        );
+        let mut d = detector(owners);
+        listed(&mut d, "StatefulSet", vec![]);
+        d.handle(Input::Watch(
+            "StatefulSet",
+            watcher::Event::Apply(meta("a", "a", "1", vec![entry("kubectl", 40)])),
+        ));
+        d.handle(Input::Watch(
+            "StatefulSet",
+            watcher::Event::Apply(meta("b", "b", "1", vec![entry("kubectl", 40)])),
+        ));
+        assert_eq!(
+            names(&d.handle(Input::CatchUp)),
+            [("a".into(), DriftChange::Modified)]
+        );
+    }
+}
