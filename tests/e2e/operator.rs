@@ -829,19 +829,20 @@ pub(crate) mod running {
             fast_adds().await > fast_before,
             "the repair went through the fast lane"
         );
-        let events = Api::<Event>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .expect("events");
-        assert!(
-            events.items.iter().any(|e| {
-                e.reason.as_deref() == Some("DriftReverted")
-                    && e.note
-                        .as_deref()
-                        .is_some_and(|n| n.contains("Secret db-tls") && n.contains("Secret watch"))
-            }),
-            "no DriftReverted for the Secret"
-        );
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        eventually(WAIT, "a DriftReverted Event for the Secret", || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("DriftReverted")
+                        && e.note.as_deref().is_some_and(|n| {
+                            n.contains("Secret db-tls") && n.contains("Secret watch")
+                        })
+                })
+                .then_some(())
+        })
+        .await;
         // The operator's own repair does not start a loop of repairs: the Secret comes to rest.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rv = secrets
