@@ -760,6 +760,8 @@ pub(crate) mod running {
             table.contains(&format!("# {ns}/db since=detected")),
             "{table}"
         );
+        let headers: Vec<&str> = table.lines().filter(|l| l.starts_with('#')).collect();
+        eprintln!("operator /debug/latency:\n{}", headers.join("\n"));
         let cr = Api::<StatefulCluster>::namespaced(client.clone(), &ns)
             .get("db")
             .await
