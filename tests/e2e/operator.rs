@@ -845,8 +845,9 @@ pub(crate) mod running {
                 .then_some(())
         })
         .await;
-        // The operator's own repair does not start a loop of repairs: the Secret comes to rest.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The operator's own repair is not drift to its own watch (the removal of the foreign label
+        // leaves the operator's mark in managedFields): no second pass, and the Secret is at rest.
+        let after = fast_adds().await;
         let rv = secrets
             .get("db-tls")
             .await
@@ -854,6 +855,11 @@ pub(crate) mod running {
             .metadata
             .resource_version;
         tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            fast_adds().await,
+            after,
+            "the operator's own write was taken for drift"
+        );
         assert_eq!(
             secrets
                 .get("db-tls")

@@ -85,9 +85,7 @@ pub async fn converge(
             after = Some(live);
             break;
         }
-        let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion",
-                                  "value": live["metadata"]["resourceVersion"]})];
-        ops.extend(removals.iter().map(|p| json!({"op": "remove", "path": p})));
+        let ops = removal_patch(&live, &removals, &jiff::Timestamp::now().to_string());
         let patch = Patch::Json::<()>(
             serde_json::from_value(Value::Array(ops)).map_err(|e| Error::Json("patch", e))?,
         );
@@ -177,6 +175,34 @@ pub(crate) fn covers(live: &Value, desired: &Value) -> bool {
     }
 }
 
+/// Annotation the operator sets when it removes fields other managers added. A removal alone
+/// leaves no trace in `managedFields` (nobody owns a deleted field, and the other manager's
+/// entry just vanishes), which a managedFields-based observer such as the sentinel cannot tell
+/// from an edit of `managedFields` itself; the annotation makes the operator's entry visible.
+pub const PRUNED_AT_ANNOTATION: &str = "kube-sentinel.dev/pruned-at";
+
+/// The JSON Patch that removes `removals` from `live` (guarded by its resourceVersion) and
+/// stamps [`PRUNED_AT_ANNOTATION`] with `now`.
+fn removal_patch(live: &Value, removals: &[String], now: &str) -> Vec<Value> {
+    let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion",
+                              "value": live["metadata"]["resourceVersion"]})];
+    ops.extend(removals.iter().map(|p| json!({"op": "remove", "path": p})));
+    let annotations_kept = live["metadata"]["annotations"].is_object()
+        && !removals
+            .iter()
+            .any(|p| p == "/metadata/annotations" || p == "/metadata");
+    if annotations_kept {
+        let path = format!(
+            "/metadata/annotations/{}",
+            PRUNED_AT_ANNOTATION.replace('~', "~0").replace('/', "~1")
+        );
+        ops.push(json!({"op": "add", "path": path, "value": now}));
+    } else {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {PRUNED_AT_ANNOTATION: now}}));
+    }
+    ops
+}
+
 /// One step of a path into a JSON document.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Seg {
@@ -226,13 +252,20 @@ fn walk(
                 continue;
             };
             path.push(Seg::Key(field.to_string()));
-            match desired.get(field) {
-                None => out.push(path.clone()),
-                Some(d) => {
-                    if let Some(sub) = sub {
-                        walk(sub, live_child, d, path, out);
-                    }
+            match (desired.get(field), sub) {
+                (Some(d), Some(sub)) => walk(sub, live_child, d, path, out),
+                (Some(_), None) => {}
+                // A map or list the operator does not specify: remove what this manager put in
+                // it, item by item, not the container, which other managers may share (the
+                // operator's own pruned-at annotation, for one).
+                (None, Some(sub)) if sub.keys().any(|k| k != ".") => {
+                    walk(sub, live_child, &Value::Null, path, out)
                 }
+                (None, Some(sub)) if sub.contains_key(".") => {}
+                // Emptied already (the API server may keep an empty entry for it), or holding
+                // only the operator's mark.
+                (None, _) if only_operator_marks(live_child) => {}
+                (None, _) => out.push(path.clone()),
             }
             path.pop();
         } else if let Some(keys) = key.strip_prefix("k:") {
@@ -280,6 +313,14 @@ fn walk(
     }
 }
 
+fn only_operator_marks(value: &Value) -> bool {
+    match value {
+        Value::Object(m) => m.keys().all(|k| k == PRUNED_AT_ANNOTATION),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
 fn pointer(path: &[Seg]) -> String {
     let mut s = String::new();
     for seg in path {
@@ -297,7 +338,7 @@ fn ignored(path: &str) -> bool {
     matches!(
         path,
         "metadata.managedFields" | "metadata.resourceVersion" | "metadata.generation" | "status"
-    )
+    ) || path.strip_prefix("metadata.annotations.") == Some(PRUNED_AT_ANNOTATION)
 }
 
 /// Appends to `out` the dotted paths where `a` and `b` differ (lists compared whole).
@@ -322,6 +363,9 @@ fn diff(a: &Value, b: &Value, prefix: &mut String, out: &mut Vec<String>) {
                 prefix.truncate(len);
             }
         }
+        // A map that appears or goes is reported key by key (so ignored keys stay ignored).
+        (Value::Null, Value::Object(_)) => diff(&json!({}), b, prefix, out),
+        (Value::Object(_), Value::Null) => diff(a, &json!({}), prefix, out),
         (a, b) if a != b => out.push(prefix.clone()),
         _ => {}
     }
@@ -369,8 +413,8 @@ mod tests {
             vec![
                 "/spec/ports/0",
                 "/metadata/labels/extra",
-                "/metadata/finalizers",
-                "/metadata/annotations",
+                "/metadata/finalizers/0",
+                "/metadata/annotations/note",
                 "/data/b",
             ]
         );
@@ -401,6 +445,46 @@ mod tests {
     }
 
     #[test]
+    fn a_container_another_manager_only_created_is_left_to_its_other_owners() {
+        let live = json!({
+            "metadata": {"name": "db", "annotations": {PRUNED_AT_ANNOTATION: "T"}, "managedFields": [
+                {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:metadata": {"f:annotations": {".": {}}}}},
+                {"manager": OPERATOR_FIELD_MANAGER, "operation": "Update",
+                 "fieldsV1": {"f:metadata": {"f:annotations": {format!("f:{PRUNED_AT_ANNOTATION}"): {}}}}}
+            ]}
+        });
+        assert!(foreign_removals(&live, &json!({"metadata": {"name": "db"}})).is_empty());
+        let mut emptied = live.clone();
+        emptied["metadata"]["managedFields"][0]["fieldsV1"] =
+            json!({"f:metadata": {"f:annotations": {}}});
+        assert!(foreign_removals(&emptied, &json!({"metadata": {"name": "db"}})).is_empty());
+    }
+
+    #[test]
+    fn removal_patch_stamps_the_operator_on_the_object() {
+        let live = live();
+        let ops = removal_patch(&live, &["/metadata/labels/extra".into()], "T");
+        assert_eq!(ops[0]["op"], "test");
+        assert_eq!(
+            ops[1],
+            json!({"op": "remove", "path": "/metadata/labels/extra"})
+        );
+        assert_eq!(
+            ops[2],
+            json!({"op": "add", "path": "/metadata/annotations/kube-sentinel.dev~1pruned-at", "value": "T"})
+        );
+        // When every annotation goes, the stamp brings the map back with itself alone.
+        let ops = removal_patch(&live, &["/metadata/annotations".into()], "T");
+        assert_eq!(
+            ops[2],
+            json!({"op": "add", "path": "/metadata/annotations", "value": {"kube-sentinel.dev/pruned-at": "T"}})
+        );
+        let mut patched = live.clone();
+        patched["metadata"]["annotations"] = json!({"kube-sentinel.dev/pruned-at": "T"});
+        assert!(covers(&patched, &json!({"metadata": {"name": "db"}})));
+    }
+
+    #[test]
     fn pointers_escape_slashes_and_tildes() {
         assert_eq!(
             pointer(&[Seg::Key("metadata".into()), Seg::Key("a/b~c".into())]),
@@ -411,7 +495,8 @@ mod tests {
     #[test]
     fn diff_reports_changed_paths_and_skips_bookkeeping() {
         let a = json!({"metadata": {"resourceVersion": "1", "labels": {"x": "1"}}, "spec": {"replicas": 3}, "status": {"r": 1}});
-        let b = json!({"metadata": {"resourceVersion": "2", "labels": {}}, "spec": {"replicas": 1}, "status": {"r": 2}});
+        let b = json!({"metadata": {"resourceVersion": "2", "labels": {}, "annotations": {PRUNED_AT_ANNOTATION: "T"}},
+                       "spec": {"replicas": 1}, "status": {"r": 2}});
         let mut out = Vec::new();
         diff(&a, &b, &mut String::new(), &mut out);
         assert_eq!(out, vec!["metadata.labels.x", "spec.replicas"]);
