@@ -463,6 +463,10 @@ pub async fn run(
             }
         },
     )
+    .merge_superseded(|newer: &mut Pending, older: Pending| {
+        Arc::make_mut(&mut newer.burst).absorb(Arc::unwrap_or_clone(older.burst));
+        newer.first_seen = newer.first_seen.min(older.first_seen);
+    })
     .on_outcome(move |outcome| {
         outcome_metrics.triggers_retried.inc_by(u64::from(outcome.attempts.saturating_sub(1)));
         match outcome.status {
