@@ -117,6 +117,29 @@ pub enum Error {
     Unverified(Vec<String>),
 }
 
+/// Secrets the operator's own watch saw changed by someone else, and when it first did.
+#[derive(Clone, Debug)]
+pub struct SecretHint {
+    /// The Secrets.
+    pub objects: Vec<ObjectRef>,
+    /// When the first change of the burst was seen.
+    pub first_seen: tokio::time::Instant,
+}
+
+fn describe(changes: &[&ObjectChange]) -> String {
+    changes
+        .iter()
+        .map(|c| {
+            if c.changed.is_empty() {
+                format!("{} {} ({:?})", c.kind, c.name, c.action)
+            } else {
+                format!("{} {} ({})", c.kind, c.name, c.changed.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Everything a reconcile needs; cheap to share by reference across workers.
 pub struct Context {
     client: Client,
@@ -165,7 +188,14 @@ impl Context {
     }
 
     /// Reconciles `key`: the fast path when a trigger is pending, the full path otherwise.
-    pub async fn reconcile(&self, key: &Key) -> Result<Handled, Error> {
+    ///
+    /// `secrets` names Secrets the operator's own Secret watch saw changed by someone else:
+    /// without a pending trigger, they are repaired on the fast path alone.
+    pub async fn reconcile(
+        &self,
+        key: &Key,
+        secrets: Option<SecretHint>,
+    ) -> Result<Handled, Error> {
         let Some(cr) = self
             .api(&key.namespace)
             .get_opt(&key.name)
@@ -184,14 +214,10 @@ impl Context {
                 requeue: Requeue::Done,
             });
         }
-        let path = if cr.pending_trigger().is_some() {
-            Path::Fast
-        } else {
-            Path::Full
-        };
-        let result = match path {
-            Path::Fast => self.fast(&cr).await,
-            Path::Full => self.full(&cr).await,
+        let (path, result) = match (cr.pending_trigger(), secrets) {
+            (Some(_), _) => (Path::Fast, self.fast(&cr).await),
+            (None, Some(hint)) => (Path::Fast, self.repair_secrets(&cr, hint).await),
+            (None, None) => (Path::Full, self.full(&cr).await),
         };
         let label = if result.is_ok() { "ok" } else { "error" };
         self.metrics
@@ -352,17 +378,7 @@ impl Context {
         self.metrics.reverted.inc_by(refs.len() as u64);
         self.acknowledge(cr, &names, &trigger_id, outcome, &refs, certificate)
             .await?;
-        let detail = reverted
-            .iter()
-            .map(|c| {
-                if c.changed.is_empty() {
-                    format!("{} {} ({:?})", c.kind, c.name, c.action)
-                } else {
-                    format!("{} {} ({})", c.kind, c.name, c.changed.join(", "))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
+        let detail = describe(&reverted);
         let latency = since(sentinel.trigger.detected_at.as_ref(), verified_at);
         tracing::info!(resource = %resource, trigger = %trigger_id, ?outcome, reverted = %detail, detection_to_revert = ?latency, "trigger handled");
         match outcome {
@@ -388,6 +404,77 @@ impl Context {
                 .await;
             }
         }
+        Ok(Requeue::Now)
+    }
+
+    /// Repairs Secrets changed by someone else (no trigger involved: the sentinel cannot see
+    /// Secrets): CertManager targeted to them, verified, announced, then a full reconcile.
+    pub async fn repair_secrets(
+        &self,
+        cr: &StatefulCluster,
+        hint: SecretHint,
+    ) -> Result<Requeue, Error> {
+        let names = Names::of(cr)?;
+        let listed = hint
+            .objects
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if cr.spec.paused {
+            self.event(
+                cr,
+                EventType::Normal,
+                "DriftIgnored",
+                "Acknowledge",
+                format!("paused: Secret change on [{listed}] left in place"),
+            )
+            .await;
+            return Ok(Requeue::Done);
+        }
+        self.metrics.manager_ran("cert", "fast");
+        let Some(outcome) = self
+            .cert
+            .reconcile(cr, &names, now().as_second(), &hint.objects)
+            .await?
+        else {
+            // TLS is off: these Secrets are leftovers the operator no longer manages.
+            return Ok(Requeue::Now);
+        };
+        let unverified: Vec<String> = outcome
+            .changes
+            .iter()
+            .filter(|c| !c.verified)
+            .map(|c| format!("{} {}", c.kind, c.name))
+            .collect();
+        if !unverified.is_empty() {
+            return Err(Error::Unverified(unverified));
+        }
+        let latency = hint.first_seen.elapsed();
+        let reverted: Vec<&ObjectChange> =
+            outcome.changes.iter().filter(|c| c.is_change()).collect();
+        if reverted.is_empty() {
+            return Ok(Requeue::Now);
+        }
+        self.metrics.record_latency(
+            &format!("{}/{}", names.namespace, names.name),
+            Since::Detected,
+            latency,
+        );
+        self.metrics.reverted.inc_by(reverted.len() as u64);
+        let detail = describe(&reverted);
+        tracing::info!(resource = %names.name, reverted = %detail, detection_to_revert = ?latency, "Secret drift repaired");
+        self.patch_status(&names, json!({"certificate": outcome.status}))
+            .await?;
+        self.event_about(
+            cr,
+            EventType::Normal,
+            "DriftReverted",
+            "Revert",
+            format!("reverted {detail} (seen by the operator's Secret watch)"),
+            reverted.first().copied(),
+        )
+        .await;
         Ok(Requeue::Now)
     }
 
@@ -521,7 +608,11 @@ impl Context {
             }
         };
         status.upgrade = Some(state.clone());
-        let plan = upgrade::plan(cr, &names, &state);
+        // Plan with this pass's state: an upgrade that just finished made its version current,
+        // and planning from the stale status would roll the members back.
+        let mut planned = cr.clone();
+        planned.status.get_or_insert_default().current_version = status.current_version.clone();
+        let plan = upgrade::plan(&planned, &names, &state);
 
         self.metrics.manager_ran("infra", "full");
         match self.infra.reconcile(cr, &names, &plan, &[]).await {

@@ -110,6 +110,9 @@ pub struct SetObservation {
     pub ready: i32,
     /// `status.updatedReplicas` (pods at the newest template).
     pub updated: i32,
+    /// `status.currentRevision == status.updateRevision`: the controller considers the
+    /// rollout of the newest template complete.
+    pub rolled_out: bool,
 }
 
 impl SetObservation {
@@ -125,6 +128,8 @@ impl SetObservation {
                 && status.observed_generation >= sts.metadata.generation,
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
+            rolled_out: status.update_revision.is_some()
+                && status.current_revision == status.update_revision,
         }
     }
 
@@ -185,7 +190,7 @@ pub fn transition(
                 && active.ready >= replicas;
             if stepped && partition > 0 {
                 next.partition = Some(partition - 1);
-            } else if stepped {
+            } else if stepped && active.rolled_out {
                 let to = next.to_version.take();
                 next = finished(next);
                 return (next, to);
@@ -193,7 +198,10 @@ pub fn transition(
         }
         UpgradePhase::Deploying => {
             next.to_version = Some(spec_version.clone());
-            if candidate.all_ready(replicas) && candidate.updated >= replicas {
+            if candidate.all_ready(replicas)
+                && candidate.updated >= replicas
+                && candidate.rolled_out
+            {
                 next.phase = UpgradePhase::Retiring;
                 next.candidate_set = Some(active_name);
                 next.active_set = state.candidate_set.clone();
@@ -325,6 +333,7 @@ mod tests {
             observed: true,
             ready,
             updated,
+            rolled_out: updated >= 3,
         }
     }
 
@@ -377,6 +386,15 @@ mod tests {
             );
             assert_eq!(state.partition, Some(partition));
         }
+        // Counts can run ahead of the controller's own verdict: wait for the revisions to match.
+        let not_yet = SetObservation {
+            rolled_out: false,
+            ..obs(3, 3)
+        };
+        assert_eq!(
+            transition(&cr, &names, &state, not_yet, SetObservation::default()).0,
+            state
+        );
         let (done, current) = transition(&cr, &names, &state, obs(3, 3), SetObservation::default());
         assert_eq!(
             (done.phase, done.completed, current.as_deref()),
