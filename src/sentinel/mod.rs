@@ -143,13 +143,10 @@ pub struct SentinelArgs {
     /// Compete for a Lease; only the leader writes triggers, standbys keep their watches warm.
     #[arg(long, env = "KUBE_SENTINEL_LEADER_ELECT")]
     pub leader_elect: bool,
-    /// Namespace of the Lease.
-    #[arg(
-        long,
-        env = "KUBE_SENTINEL_LEASE_NAMESPACE",
-        default_value = "kube-sentinel"
-    )]
-    pub lease_namespace: String,
+    /// Namespace of the Lease (default: the namespace of the client's configuration, in a
+    /// cluster the sentinel's own).
+    #[arg(long, env = "KUBE_SENTINEL_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// Name of the Lease.
     #[arg(
         long,
@@ -241,7 +238,10 @@ pub async fn run(
         Leadership::elect(
             client.clone(),
             LeaseConfig {
-                namespace: args.lease_namespace.clone(),
+                namespace: args
+                    .lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_owned()),
                 name: args.lease_name.clone(),
                 identity,
                 duration: args.lease_duration,

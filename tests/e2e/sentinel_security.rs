@@ -258,7 +258,7 @@ async fn even_a_mistaken_grant_cannot_change_spec_or_labels() {
     assert!(msg.contains("kube-sentinel policy"), "{msg}");
     let still = admin.get("db").await.expect("get");
     assert_eq!(still.data["spec"]["replicas"], json!(3));
-    assert!(still.metadata.labels.unwrap_or_default().get("x").is_none());
+    assert!(!still.metadata.labels.unwrap_or_default().contains_key("x"));
 }
 
 #[tokio::test]
