@@ -8,12 +8,13 @@ use std::{
     time::Duration,
 };
 
-use hdrhistogram::Histogram;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, histogram::Histogram as PromHistogram},
     registry::Registry,
 };
+
+use crate::stream::LatencyRecorder;
 
 /// `path` label: which reconcile path ran.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,15 +64,13 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// HdrHistogram-backed recorders: wait-free on record; the per-resource map is locked only to
+/// find or add a resource's recorder.
 #[derive(Default)]
 struct Hdr {
-    overall: BTreeMap<&'static str, Histogram<u64>>,
-    per_resource: BTreeMap<(String, &'static str), Histogram<u64>>,
-}
-
-fn histogram() -> Histogram<u64> {
-    // Microseconds up to one hour, 3 significant digits.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+    detected: LatencyRecorder,
+    triggered: LatencyRecorder,
+    per_resource: Mutex<BTreeMap<(String, &'static str), LatencyRecorder>>,
 }
 
 /// Every operator metric; cheap to clone.
@@ -84,7 +83,7 @@ pub struct Metrics {
     /// Objects reverted by the fast path.
     pub reverted: Counter,
     latency: Family<SinceLabels, PromHistogram>,
-    hdr: Arc<Mutex<Hdr>>,
+    hdr: Arc<Hdr>,
 }
 
 impl Metrics {
@@ -134,89 +133,75 @@ impl Metrics {
                 since: since.label(),
             })
             .observe(latency.as_secs_f64());
-        let micros = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let mut hdr = self.lock();
-        let _ = hdr
-            .overall
-            .entry(since.label())
-            .or_insert_with(histogram)
-            .record(micros);
-        let _ = hdr
-            .per_resource
-            .entry((resource.to_string(), since.label()))
-            .or_insert_with(histogram)
-            .record(micros);
+        let overall = match since {
+            Since::Detected => &self.hdr.detected,
+            Since::Triggered => &self.hdr.triggered,
+        };
+        overall.record(latency);
+        let recorder = {
+            // A poisoned map of recorders is still a valid map.
+            let mut map = self
+                .hdr
+                .per_resource
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            map.entry((resource.to_string(), since.label()))
+                .or_default()
+                .clone()
+        };
+        recorder.record(latency);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Hdr> {
-        // Histograms stay valid even if a recorder panicked mid-update.
-        self.hdr.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// One line per latency: count, p50, p90, p99, max (milliseconds).
+    /// One line per latency recorded so far: count and percentiles.
     pub fn summary(&self) -> Vec<String> {
-        self.lock()
-            .overall
-            .iter()
-            .map(|(since, h)| format!("since={since} {}", line(h)))
-            .collect()
+        [
+            (Since::Detected, &self.hdr.detected),
+            (Since::Triggered, &self.hdr.triggered),
+        ]
+        .into_iter()
+        .map(|(since, r)| (since, r.snapshot().summary()))
+        .filter(|(_, s)| s.count > 0)
+        .map(|(since, s)| format!("since={} {s}", since.label()))
+        .collect()
     }
 
     /// The HdrHistogram percentile distributions, overall and per resource, as text.
     pub fn percentile_text(&self) -> String {
-        let hdr = self.lock();
-        let mut out = String::new();
-        for (since, h) in &hdr.overall {
-            out.push_str(&format!("# overall since={since}: {}\n", line(h)));
-            out.push_str(&distribution(h));
+        let mut sections = vec![
+            ("overall".to_string(), "detected", self.hdr.detected.clone()),
+            (
+                "overall".to_string(),
+                "triggered",
+                self.hdr.triggered.clone(),
+            ),
+        ];
+        {
+            let map = self
+                .hdr
+                .per_resource
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            sections.extend(
+                map.iter()
+                    .map(|((resource, since), r)| (resource.clone(), *since, r.clone())),
+            );
         }
-        for ((resource, since), h) in &hdr.per_resource {
-            out.push_str(&format!("# {resource} since={since}: {}\n", line(h)));
-            out.push_str(&distribution(h));
+        let mut out = String::new();
+        for (resource, since, recorder) in sections {
+            let snapshot = recorder.snapshot();
+            let summary = snapshot.summary();
+            if summary.count == 0 {
+                continue;
+            }
+            out.push_str(&format!("# {resource} since={since}: {summary}\n"));
+            out.push_str(&snapshot.percentile_distribution());
+            out.push('\n');
         }
         if out.is_empty() {
             out.push_str("# no reverts recorded yet\n");
         }
         out
     }
-}
-
-fn ms(micros: u64) -> f64 {
-    micros as f64 / 1000.0
-}
-
-fn line(h: &Histogram<u64>) -> String {
-    format!(
-        "count={} p50={:.1}ms p90={:.1}ms p99={:.1}ms max={:.1}ms",
-        h.len(),
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.9)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.max())
-    )
-}
-
-/// HdrHistogram's classic percentile table (value in ms, percentile, count, 1/(1-percentile)).
-fn distribution(h: &Histogram<u64>) -> String {
-    let mut out = String::from("       Value(ms)   Percentile   TotalCount 1/(1-Percentile)\n");
-    for v in h.iter_quantiles(1) {
-        let q = v.quantile_iterated_to();
-        let inverse = if q < 1.0 {
-            format!("{:.2}", 1.0 / (1.0 - q))
-        } else {
-            "inf".into()
-        };
-        out.push_str(&format!(
-            "{:>16.3} {:>12.6} {:>12} {:>16}\n",
-            ms(v.value_iterated_to()),
-            q,
-            v.count_since_last_iteration(),
-            inverse
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -242,12 +227,13 @@ mod tests {
         assert!(text.contains("kube_sentinel_operator_revert_latency_seconds_bucket{le=\"0.025\",since=\"triggered\"} 2"), "{text}");
         let summary = metrics.summary();
         assert_eq!(summary.len(), 2);
+        assert!(summary[0].starts_with("since=detected n=1 "), "{summary:?}");
         assert!(
-            summary[1].starts_with("since=triggered count=4 p50=20.0ms"),
+            summary[1].starts_with("since=triggered n=4 "),
             "{summary:?}"
         );
         let table = metrics.percentile_text();
-        assert!(table.contains("# ns/db since=detected: count=1"), "{table}");
+        assert!(table.contains("# ns/db since=detected: n=1 "), "{table}");
         assert!(table.contains("Percentile"));
     }
 }

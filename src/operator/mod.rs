@@ -396,3 +396,89 @@ pub async fn run(
     outcome.context("operator")
 }
 pub mod secrets;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crd::{SentinelStatus, StatefulClusterStatus};
+
+    fn cr(
+        name: &str,
+        generation: i64,
+        trigger: Option<&str>,
+        handled: Option<&str>,
+    ) -> StatefulCluster {
+        let spec = serde_json::from_value(serde_json::json!({
+            "replicas": 1, "image": "db", "version": "1", "ports": [{"name": "c", "port": 1}]
+        }))
+        .expect("spec");
+        let mut cr = StatefulCluster::new(name, spec);
+        cr.metadata.namespace = Some("ns".into());
+        cr.metadata.generation = Some(generation);
+        let mut sentinel = SentinelStatus::default();
+        sentinel.trigger.trigger_id = trigger.map(Into::into);
+        sentinel.last_handled_trigger_id = handled.map(Into::into);
+        cr.status = Some(StatefulClusterStatus {
+            sentinel: Some(sentinel),
+            ..Default::default()
+        });
+        cr
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Key>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(key) = rx.try_recv() {
+            out.push(key.name);
+        }
+        out
+    }
+
+    #[test]
+    fn pending_triggers_go_fast_new_generations_and_the_initial_list_go_normal() {
+        let (fast, mut fast_rx) = mpsc::unbounded();
+        let (normal, mut normal_rx) = mpsc::unbounded();
+        let mut feeder = Feeder {
+            generations: HashMap::new(),
+            fast,
+            normal,
+        };
+        let health = Health::new();
+        let synced = health.gate("watch-synced");
+        feeder.on_event(watcher::Event::Init, &synced);
+        feeder.on_event(
+            watcher::Event::InitApply(cr("quiet", 1, Some("t1"), Some("t1"))),
+            &synced,
+        );
+        feeder.on_event(
+            watcher::Event::InitApply(cr("pending", 1, Some("t2"), Some("t1"))),
+            &synced,
+        );
+        assert!(!synced.is_open());
+        feeder.on_event(watcher::Event::InitDone, &synced);
+        assert!(synced.is_open());
+        assert_eq!(drain(&mut fast_rx), vec!["pending"]);
+        assert_eq!(drain(&mut normal_rx), vec!["quiet"]);
+
+        // A status-only change (the operator's own acknowledgement) queues nothing.
+        feeder.on_event(
+            watcher::Event::Apply(cr("pending", 1, Some("t2"), Some("t2"))),
+            &synced,
+        );
+        assert!(drain(&mut fast_rx).is_empty() && drain(&mut normal_rx).is_empty());
+        // A spec change goes on the normal lane, a new trigger on the fast lane.
+        feeder.on_event(
+            watcher::Event::Apply(cr("quiet", 2, Some("t1"), Some("t1"))),
+            &synced,
+        );
+        feeder.on_event(
+            watcher::Event::Apply(cr("pending", 1, Some("t3"), Some("t2"))),
+            &synced,
+        );
+        assert_eq!(drain(&mut normal_rx), vec!["quiet"]);
+        assert_eq!(drain(&mut fast_rx), vec!["pending"]);
+
+        feeder.on_event(watcher::Event::Delete(cr("quiet", 2, None, None)), &synced);
+        feeder.resync();
+        assert_eq!(drain(&mut normal_rx), vec!["pending"]);
+    }
+}

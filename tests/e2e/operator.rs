@@ -760,6 +760,8 @@ pub(crate) mod running {
             table.contains(&format!("# {ns}/db since=detected")),
             "{table}"
         );
+        let headers: Vec<&str> = table.lines().filter(|l| l.starts_with('#')).collect();
+        eprintln!("operator /debug/latency:\n{}", headers.join("\n"));
         let cr = Api::<StatefulCluster>::namespaced(client.clone(), &ns)
             .get("db")
             .await
@@ -829,19 +831,20 @@ pub(crate) mod running {
             fast_adds().await > fast_before,
             "the repair went through the fast lane"
         );
-        let events = Api::<Event>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .expect("events");
-        assert!(
-            events.items.iter().any(|e| {
-                e.reason.as_deref() == Some("DriftReverted")
-                    && e.note
-                        .as_deref()
-                        .is_some_and(|n| n.contains("Secret db-tls") && n.contains("Secret watch"))
-            }),
-            "no DriftReverted for the Secret"
-        );
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        eventually(WAIT, "a DriftReverted Event for the Secret", || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("DriftReverted")
+                        && e.note.as_deref().is_some_and(|n| {
+                            n.contains("Secret db-tls") && n.contains("Secret watch")
+                        })
+                })
+                .then_some(())
+        })
+        .await;
         // The operator's own repair does not start a loop of repairs: the Secret comes to rest.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rv = secrets
@@ -1161,5 +1164,132 @@ pub(crate) mod running {
                 .then_some(())
         })
         .await;
+    }
+}
+
+/// Leader election and graceful shutdown, with two operators run in this process.
+mod election {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::Api;
+    use kube_sentinel::operator::{self, OperatorArgs};
+    use serde_json::json;
+
+    use super::running::{self, http_get};
+    use crate::support::{self, control_plane, eventually};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: OperatorArgs,
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn standby_takes_over_after_the_leader_shuts_down_gracefully() {
+        let cp = control_plane();
+        let ns = cp.namespace("op-leader").await;
+        let client = cp.admin().await;
+        support::install_crd(&client).await;
+        support::apply_component_manifests(&client, "operator", &ns).await;
+        let kubeconfig = cp
+            .service_account_kubeconfig_file(&ns, &format!("{ns}-operator"))
+            .await;
+        let start = |identity: &'static str| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port");
+            let addr = format!("127.0.0.1:{port}");
+            let kubeconfig = kubeconfig.to_string_lossy().to_string();
+            let cli = Cli::parse_from([
+                "operator",
+                "--kubeconfig",
+                &kubeconfig,
+                "--namespace",
+                &ns,
+                "--metrics-addr",
+                &addr,
+                "--leader-elect",
+                "--lease-namespace",
+                &ns,
+                "--lease-name",
+                "operator",
+                "--lease-duration",
+                "4s",
+                "--lease-grace",
+                "1s",
+                "--identity",
+                identity,
+            ]);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(operator::run(cli.args, async move {
+                let _ = stopped.await;
+            }));
+            (port, stop, task)
+        };
+        let holder = || async {
+            Api::<Lease>::namespaced(client.clone(), &ns)
+                .get_opt("operator")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec?.holder_identity)
+        };
+
+        let (a_port, a_stop, a_task) = start("first");
+        eventually(
+            Duration::from_secs(30),
+            "the first instance leads and is ready",
+            || async { (http_get(a_port, "/readyz").await.as_deref() == Some("ok")).then_some(()) },
+        )
+        .await;
+        assert_eq!(holder().await.as_deref(), Some("first"));
+        let (b_port, b_stop, b_task) = start("second");
+        running::create(&client, &ns, &running::cluster("db", json!({"tls": null}))).await;
+        let clusters: Api<kube_sentinel::operator::crd::StatefulCluster> =
+            Api::namespaced(client.clone(), &ns);
+        eventually(Duration::from_secs(30), "the leader reconciles", || async {
+            clusters
+                .get("db")
+                .await
+                .ok()?
+                .status?
+                .observed_generation
+                .map(|_| ())
+        })
+        .await;
+        // Longer than a Lease duration: the standby neither leads nor reports ready.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(holder().await.as_deref(), Some("first"));
+        assert_eq!(
+            http_get(b_port, "/readyz").await,
+            None,
+            "a standby is not ready"
+        );
+
+        let _ = a_stop.send(());
+        let stopped = tokio::time::timeout(Duration::from_secs(20), a_task)
+            .await
+            .expect("the leader stops within its shutdown timeout")
+            .expect("task");
+        assert!(stopped.is_ok(), "graceful shutdown: {stopped:?}");
+        assert_ne!(
+            holder().await.as_deref(),
+            Some("first"),
+            "the Lease was released"
+        );
+        eventually(
+            Duration::from_secs(15),
+            "the standby takes over",
+            || async { (http_get(b_port, "/readyz").await.as_deref() == Some("ok")).then_some(()) },
+        )
+        .await;
+        let id = running::trigger(&client, &ns, "db", &[("Service", "db", "deleted")]).await;
+        running::handled(&client, &ns, "db", &id).await;
+        assert_eq!(holder().await.as_deref(), Some("second"));
+        let _ = b_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(20), b_task).await;
     }
 }
