@@ -405,7 +405,7 @@ async fn operator_writes_and_foreign_status_updates_are_not_drift() {
 }
 
 #[tokio::test]
-async fn deleted_service_and_annotation_added_then_removed_each_trigger() {
+async fn deleted_service_relabelled_configmap_and_annotation_added_then_removed_each_trigger() {
     let f = Fixture::start("sen-delete", FAST).await;
     let uid = f.cluster("db", json!({})).await;
     f.operator_objects("db", "db", &uid).await;
@@ -438,8 +438,20 @@ async fn deleted_service_and_annotation_added_then_removed_each_trigger() {
         .expect("delete");
     let third = f.nth_trigger("db", 3, Duration::from_secs(15)).await;
     assert_eq!(names(&third), ["Service/db"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Re-labelled out of the selector: to a label-selector watch it left, as if deleted.
+    f.cm()
+        .patch(
+            "db",
+            &Fixture::foreign("kubectl-label"),
+            &Patch::Merge(json!({"metadata": {"labels": {MANAGED_BY_LABEL: null}}})),
+        )
+        .await
+        .expect("relabel");
+    let fourth = f.nth_trigger("db", 4, Duration::from_secs(15)).await;
+    assert_eq!(names(&fourth), ["ConfigMap/db"]);
     tokio::time::sleep(SETTLE).await;
-    assert_eq!(f.triggers("db").len(), 3);
+    assert_eq!(f.triggers("db").len(), 4);
 }
 
 #[tokio::test]
