@@ -219,8 +219,8 @@ pub async fn run(
     let metrics = SentinelMetrics::register(&mut registry);
     let health = Health::new();
     let synced_gate = health.gate("watches-synced");
-    let reachable_gate = health.gate("api-reachable");
-    reachable_gate.set(true);
+    let mut reachability =
+        telemetry::Reachability::new(health.gate("api-reachable"), args.unreachable_after);
 
     let shutdown = shutdown.shared();
     let server = tokio::spawn(telemetry::serve(
@@ -318,21 +318,16 @@ pub async fn run(
         .filter(|leads| future::ready(*leads))
         .map(|_| Input::CatchUp);
 
-    let mut unreachable_since: Option<Instant> = None;
-    let unreachable_after = args.unreachable_after;
     let watch_errors = metrics.watch_errors.clone();
     let watch_inputs = infra.filter_map(move |(kind, event)| {
         let input = match event {
             Ok(event) => {
-                unreachable_since = None;
-                reachable_gate.set(true);
+                reachability.succeeded();
                 Some(Input::Watch(kind, event))
             }
             Err(e) => {
                 watch_errors.inc();
-                let since = *unreachable_since.get_or_insert_with(Instant::now);
-                let down_for = since.elapsed();
-                reachable_gate.set(down_for < unreachable_after);
+                let down_for = reachability.failed();
                 tracing::warn!(kind, error = %e, down_for = ?down_for, "watch failed; retrying with backoff");
                 None
             }
