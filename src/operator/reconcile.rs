@@ -26,7 +26,7 @@ use kube::{
 use serde_json::{Map, Value, json};
 
 use crate::{
-    contract::{MAX_DRIFTED_OBJECTS, OPERATOR_FIELD_MANAGER},
+    contract::OPERATOR_FIELD_MANAGER,
     operator::{
         crd::{ObjectRef, Outcome, StatefulCluster, StatefulClusterStatus, UpgradePhase},
         managers::{
@@ -314,12 +314,12 @@ impl Context {
             tracing::info!(resource = %names.name, trigger = %trigger_id, "paused: trigger acknowledged without a revert");
             return Ok(Requeue::Done);
         }
-        // A trigger that names objects limits the work to them; one that names none (or more
-        // than the list holds) gets both managers in full.
+        // A trigger that names objects limits the work to them; one that names none, or fewer
+        // than drifted (the list is capped), gets both managers in full.
         let complete_list = sentinel
             .trigger
             .drifted_total
-            .is_none_or(|t| t as usize <= MAX_DRIFTED_OBJECTS);
+            .is_none_or(|t| t as usize <= only.len());
         let only = if complete_list { only } else { Vec::new() };
         let names_infra = only
             .iter()

@@ -1,7 +1,7 @@
 //! InfraManager: the StatefulSet(s), the headless and client Services and the ConfigMap.
 //!
 //! Desired objects are built from the spec and the upgrade [`InfraPlan`] by pure functions
-//! ([`desired_objects`]); [`InfraManager::reconcile`] converges them (see [`super::converge`]),
+//! ([`desired_objects`]); [`InfraManager::reconcile`] converges them (see [`super::converge()`]),
 //! all of them or only those a trigger named.
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 //!   to run at which version.
 //! * [`backup`]: a backup Job per interval, `retention` kept.
 //!
-//! [`converge`] is the write all of them share: a forced server-side apply followed by the
+//! [`converge()`] is the write all of them share: a forced server-side apply followed by the
 //! removal of whatever other field managers added, so a revert restores the desired object
 //! exactly.
 
