@@ -25,9 +25,12 @@
 //!   two-lane priority queue and runner, retrying sink, latency recorder.
 //! * [`testenv`]: a local control plane (etcd, kube-apiserver, kube-controller-manager built
 //!   from upstream Go modules) for tests, the demo and benchmarks.
+//! * [`demo`]: `kube-sentinel demo`, the whole system on a local control plane, drifted and
+//!   reverted while it measures drift-to-revert.
 
 pub mod cli;
 pub mod contract;
+pub mod demo;
 pub mod leader;
 pub mod manifests;
 pub mod operator;

@@ -68,6 +68,13 @@ struct DemoArgs {
     /// Directory with the control-plane binaries (default: build them).
     #[arg(long, env = "KUBE_SENTINEL_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// Cycles of drift; each cycle drifts five ways (replicas, image, label, config key,
+    /// deleted Service).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rounds: u32,
+    /// Stop after printing the figures instead of running until Ctrl-C.
+    #[arg(long)]
+    exit_when_done: bool,
 }
 
 #[tokio::main]
@@ -76,7 +83,7 @@ async fn main() {
     telemetry::init_tracing(cli.log_json);
     let result = match cli.command {
         Command::Testenv(args) => testenv(args, cli.exit_on_stdin_eof).await,
-        Command::Demo(args) => demo(args).await,
+        Command::Demo(args) => demo(args, cli.exit_on_stdin_eof).await,
         Command::Sentinel(args) => {
             kube_sentinel::sentinel::run(args, wait_for_shutdown(cli.exit_on_stdin_eof)).await
         }
@@ -134,18 +141,14 @@ async fn testenv(args: TestenvArgs, exit_on_stdin_eof: bool) -> Result<()> {
     Ok(())
 }
 
-async fn demo(args: DemoArgs) -> Result<()> {
-    // Until the sentinel and operator are wired in, the demo is the control plane alone.
-    testenv(
-        TestenvArgs {
-            kubeconfig: args.kubeconfig,
-            bin_dir: args.bin_dir,
-            no_controller_manager: false,
-            quiet: true,
-        },
-        false,
-    )
-    .await
+async fn demo(args: DemoArgs, exit_on_stdin_eof: bool) -> Result<()> {
+    let config = control_plane_config(args.bin_dir, true)?;
+    let options = kube_sentinel::demo::DemoOptions {
+        kubeconfig: args.kubeconfig,
+        rounds: args.rounds,
+        exit_when_done: args.exit_when_done,
+    };
+    kube_sentinel::demo::run(config, options, wait_for_shutdown(exit_on_stdin_eof)).await
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or (if asked) end of standard input.

@@ -67,6 +67,43 @@ impl Health {
     }
 }
 
+/// Readiness from the outcome of API calls: unready once calls have failed without a success
+/// for longer than a grace period (a blip is not an outage).
+#[derive(Debug)]
+pub struct Reachability {
+    gate: Gate,
+    grace: std::time::Duration,
+    failing_since: Option<tokio::time::Instant>,
+}
+
+impl Reachability {
+    /// Drives `gate` (opened now) with the given grace period.
+    pub fn new(gate: Gate, grace: std::time::Duration) -> Self {
+        gate.set(true);
+        Self {
+            gate,
+            grace,
+            failing_since: None,
+        }
+    }
+
+    /// A call succeeded.
+    pub fn succeeded(&mut self) {
+        self.failing_since = None;
+        self.gate.set(true);
+    }
+
+    /// A call failed; returns for how long calls have been failing.
+    pub fn failed(&mut self) -> std::time::Duration {
+        let since = *self
+            .failing_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        let down_for = since.elapsed();
+        self.gate.set(down_for < self.grace);
+        down_for
+    }
+}
+
 /// The router with `/healthz`, `/readyz` and `/metrics`; merge a program's debug routes into it.
 pub fn router(health: Health, registry: Arc<Registry>) -> Router {
     Router::new()
@@ -150,6 +187,27 @@ pub fn init_tracing(json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn unready_only_after_failing_for_the_grace_period() {
+        let health = Health::new();
+        let mut r = Reachability::new(health.gate("api"), std::time::Duration::from_secs(30));
+        assert!(health.not_ready().is_empty());
+        r.failed();
+        tokio::time::advance(std::time::Duration::from_secs(29)).await;
+        assert_eq!(r.failed(), std::time::Duration::from_secs(29));
+        assert!(health.not_ready().is_empty(), "a blip is not an outage");
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        r.failed();
+        assert_eq!(health.not_ready(), ["api"]);
+        r.succeeded();
+        assert!(health.not_ready().is_empty());
+        r.failed();
+        assert!(
+            health.not_ready().is_empty(),
+            "the clock restarts after a success"
+        );
+    }
 
     #[test]
     fn ready_only_when_every_gate_is_open() {

@@ -42,6 +42,8 @@ use crate::{
 
 /// Input of the detector.
 #[derive(Debug)]
+// Events are moved through once, never stored: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     /// A metadata watch event of one kind.
     Watch(&'static str, watcher::Event<ObjectMeta>),

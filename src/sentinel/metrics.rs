@@ -48,12 +48,9 @@ impl SentinelMetrics {
             triggers_failed: Counter::default(),
             triggers_dropped: Family::default(),
             pending_keys: Gauge::default(),
-            drift_to_trigger_seconds: Histogram::new(
-                [
-                    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0,
-                ]
-                .into_iter(),
-            ),
+            drift_to_trigger_seconds: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0,
+            ]),
             watch_errors: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("kube_sentinel_sentinel");

@@ -143,13 +143,10 @@ pub struct SentinelArgs {
     /// Compete for a Lease; only the leader writes triggers, standbys keep their watches warm.
     #[arg(long, env = "KUBE_SENTINEL_LEADER_ELECT")]
     pub leader_elect: bool,
-    /// Namespace of the Lease.
-    #[arg(
-        long,
-        env = "KUBE_SENTINEL_LEASE_NAMESPACE",
-        default_value = "kube-sentinel"
-    )]
-    pub lease_namespace: String,
+    /// Namespace of the Lease (default: the namespace of the client's configuration, in a
+    /// cluster the sentinel's own).
+    #[arg(long, env = "KUBE_SENTINEL_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// Name of the Lease.
     #[arg(
         long,
@@ -222,8 +219,8 @@ pub async fn run(
     let metrics = SentinelMetrics::register(&mut registry);
     let health = Health::new();
     let synced_gate = health.gate("watches-synced");
-    let reachable_gate = health.gate("api-reachable");
-    reachable_gate.set(true);
+    let mut reachability =
+        telemetry::Reachability::new(health.gate("api-reachable"), args.unreachable_after);
 
     let shutdown = shutdown.shared();
     let server = tokio::spawn(telemetry::serve(
@@ -241,7 +238,10 @@ pub async fn run(
         Leadership::elect(
             client.clone(),
             LeaseConfig {
-                namespace: args.lease_namespace.clone(),
+                namespace: args
+                    .lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_owned()),
                 name: args.lease_name.clone(),
                 identity,
                 duration: args.lease_duration,
@@ -318,21 +318,16 @@ pub async fn run(
         .filter(|leads| future::ready(*leads))
         .map(|_| Input::CatchUp);
 
-    let mut unreachable_since: Option<Instant> = None;
-    let unreachable_after = args.unreachable_after;
     let watch_errors = metrics.watch_errors.clone();
     let watch_inputs = infra.filter_map(move |(kind, event)| {
         let input = match event {
             Ok(event) => {
-                unreachable_since = None;
-                reachable_gate.set(true);
+                reachability.succeeded();
                 Some(Input::Watch(kind, event))
             }
             Err(e) => {
                 watch_errors.inc();
-                let since = *unreachable_since.get_or_insert_with(Instant::now);
-                let down_for = since.elapsed();
-                reachable_gate.set(down_for < unreachable_after);
+                let down_for = reachability.failed();
                 tracing::warn!(kind, error = %e, down_for = ?down_for, "watch failed; retrying with backoff");
                 None
             }
@@ -463,6 +458,10 @@ pub async fn run(
             }
         },
     )
+    .merge_superseded(|newer: &mut Pending, older: Pending| {
+        Arc::make_mut(&mut newer.burst).absorb(Arc::unwrap_or_clone(older.burst));
+        newer.first_seen = newer.first_seen.min(older.first_seen);
+    })
     .on_outcome(move |outcome| {
         outcome_metrics.triggers_retried.inc_by(u64::from(outcome.attempts.saturating_sub(1)));
         match outcome.status {

@@ -69,6 +69,26 @@ impl DriftBurst {
         }
     }
 
+    /// Folds an older burst of the same resource into this one (a trigger that was replaced
+    /// before it could be written): nothing it named is lost.
+    pub fn absorb(&mut self, older: DriftBurst) {
+        let managers: Vec<String> = older.managers.into_iter().collect();
+        for object in older.objects {
+            self.add(object, &managers);
+        }
+        for (kind, name) in older.overflow {
+            self.add(
+                DriftedObject {
+                    kind,
+                    name,
+                    change: DriftChange::Modified,
+                },
+                &[],
+            );
+        }
+        self.first_received = self.first_received.min(older.first_received);
+    }
+
     /// How many distinct objects drifted.
     pub fn total(&self) -> usize {
         self.objects.len() + self.overflow.len()
@@ -174,6 +194,25 @@ mod tests {
             uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(),
             4
         );
+    }
+
+    #[test]
+    fn absorbing_an_older_burst_keeps_its_objects_and_start() {
+        let t = |s| Timestamp::from_second(s).expect("time");
+        let mut newer = DriftBurst::new(
+            obj("Service", "db", DriftChange::Deleted),
+            &["b".into()],
+            t(20),
+        );
+        let older = DriftBurst::new(
+            obj("StatefulSet", "db", DriftChange::Modified),
+            &["a".into()],
+            t(10),
+        );
+        newer.absorb(older);
+        assert_eq!(newer.total(), 2);
+        assert_eq!(newer.first_received, t(10));
+        assert_eq!(newer.managers.len(), 2);
     }
 
     #[test]

@@ -36,7 +36,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::BinaryHeap,
+    collections::{BinaryHeap, binary_heap::PeekMut},
     fmt,
     hash::{BuildHasher, DefaultHasher, Hash, Hasher},
     pin::Pin,
@@ -74,6 +74,9 @@ pub enum DebounceMode {
 }
 
 /// The timing rules of a burst: window, max-wait cap and mode.
+///
+/// Durations are rounded up to whole milliseconds (the resolution of tokio's timer) and
+/// capped at about 49 days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// Quiet time after the last item of a burst before the burst is emitted.
@@ -189,9 +192,11 @@ pub struct Debounced<K, A> {
     pub key: K,
     /// The fold of the items this emission absorbed.
     pub value: A,
-    /// When the first of those items arrived.
+    /// When the burst's first item arrived. For the trailing emission of a leading+trailing
+    /// burst that is the item already emitted as the leading one, so the time from
+    /// `first_seen` to the emission is always the latency of the burst.
     pub first_seen: Instant,
-    /// How many items this emission absorbed (at least one).
+    /// How many items `value` folds (at least one).
     pub absorbed: u64,
     /// `true` for the immediate emission of a quiet key in
     /// [`DebounceMode::LeadingTrailing`] (then `absorbed` is 1).
@@ -216,33 +221,87 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// An open burst of one key. Instants are nanoseconds since the combinator's `base` instant,
-/// to keep the entry small.
+const NANOS_PER_MILLI: u64 = 1_000_000;
+
+/// `u32::MAX` milliseconds in [`Burst::max_wait_ms`]: no cap.
+const NO_CAP: u32 = u32::MAX;
+
+/// Whole milliseconds, rounded up (tokio's timer has millisecond resolution), saturating at
+/// about 49 days.
+fn millis_ceil(duration: Duration) -> u32 {
+    let millis = duration.as_nanos().div_ceil(u128::from(NANOS_PER_MILLI));
+    u32::try_from(millis).unwrap_or(NO_CAP - 1).min(NO_CAP - 1)
+}
+
+/// An open burst of one key. Instants are nanoseconds since the combinator's `base` instant
+/// and durations whole milliseconds, to keep the entry small.
 struct Burst<K, A> {
     key: K,
     /// `None` only in a leading+trailing burst that has absorbed nothing since its leading
     /// emission.
     value: Option<A>,
+    /// When the burst's first item arrived (in leading+trailing mode, the leading one).
     first_seen: u64,
+    /// Items in `value`.
     absorbed: u64,
     /// True deadline; the heap entry may be earlier.
     deadline: u64,
-    /// First item + max_wait (`u64::MAX`: no cap).
-    cap: u64,
     /// Window + jitter.
-    quiet: u64,
+    quiet_ms: u32,
+    /// [`NO_CAP`] for none.
+    max_wait_ms: u32,
+}
+
+impl<K, A> Burst<K, A> {
+    /// The deadline when the latest item arrived at `now`.
+    fn deadline_after(&self, now: u64) -> u64 {
+        let quiet = now.saturating_add(u64::from(self.quiet_ms) * NANOS_PER_MILLI);
+        if self.max_wait_ms == NO_CAP {
+            return quiet;
+        }
+        quiet.min(
+            self.first_seen
+                .saturating_add(u64::from(self.max_wait_ms) * NANOS_PER_MILLI),
+        )
+    }
+}
+
+/// A heap entry: a burst's slot and a deadline no later than its true one. The deadline is
+/// split in halves so that the entry takes 12 bytes, not 16; the derived order is the order
+/// of (deadline, slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    deadline_high: u32,
+    deadline_low: u32,
+    slot: u32,
+}
+
+impl Due {
+    fn new(deadline: u64, slot: u32) -> Self {
+        Self {
+            deadline_high: (deadline >> 32) as u32,
+            deadline_low: deadline as u32,
+            slot,
+        }
+    }
+
+    fn deadline(self) -> u64 {
+        (u64::from(self.deadline_high) << 32) | u64::from(self.deadline_low)
+    }
 }
 
 /// The open bursts and their deadlines.
 struct Bursts<K, A> {
     hash_builder: DefaultHashBuilder,
     /// Slab indices of `slots`, looked up by the hash of the slot's key.
-    index: HashTable<usize>,
+    index: HashTable<u32>,
     slots: Slab<Burst<K, A>>,
-    /// Min-heap of (deadline, slot); exactly one entry per open burst, never later than the
-    /// burst's true deadline.
-    deadlines: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Min-heap: exactly one entry per open burst.
+    deadlines: BinaryHeap<Reverse<Due>>,
 }
+
+/// What [`Bursts::absorb`] emits at once: key, value, and whether it is a leading emission.
+type Immediate<K, A> = (K, A, bool);
 
 impl<K: Hash + Eq, A> Bursts<K, A> {
     fn new() -> Self {
@@ -268,7 +327,7 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
         timing_of: impl FnOnce(&I) -> Timing,
         max_jitter: Duration,
         fold: impl FnOnce(Option<A>, I) -> A,
-    ) -> Option<(K, A)>
+    ) -> Option<Immediate<K, A>>
     where
         K: Clone,
     {
@@ -277,42 +336,44 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
         let hash_builder = &self.hash_builder;
         match self.index.entry(
             hash,
-            |&slot| slots[slot].key == key,
-            |&slot| hash_builder.hash_one(&slots[slot].key),
+            |&slot| slots[slot as usize].key == key,
+            |&slot| hash_builder.hash_one(&slots[slot as usize].key),
         ) {
             Entry::Occupied(occupied) => {
-                let burst = &mut self.slots[*occupied.get()];
-                if burst.value.is_none() {
-                    burst.first_seen = now;
-                }
+                let burst = &mut self.slots[*occupied.get() as usize];
                 burst.value = Some(fold(burst.value.take(), item));
                 burst.absorbed += 1;
-                burst.deadline = now.saturating_add(burst.quiet).min(burst.cap);
+                burst.deadline = burst.deadline_after(now);
                 None
             }
             Entry::Vacant(vacant) => {
                 let timing = timing_of(&item);
-                let quiet = nanos(timing.window).saturating_add(nanos(jitter_of(&key, max_jitter)));
-                let cap = timing
-                    .max_wait
-                    .map_or(u64::MAX, |max_wait| now.saturating_add(nanos(max_wait)));
-                let deadline = now.saturating_add(quiet).min(cap);
                 let value = fold(None, item);
+                let Ok(slot) = u32::try_from(self.slots.vacant_key()) else {
+                    // Four billion open bursts: no room for another; emit it now rather than
+                    // lose it.
+                    return Some((key, value, false));
+                };
+                let jitter_ms = millis_ceil(jitter_of(&key, max_jitter));
                 let (value, leading) = match timing.mode {
                     DebounceMode::Trailing => (Some(value), None),
-                    DebounceMode::LeadingTrailing => (None, Some((key.clone(), value))),
+                    DebounceMode::LeadingTrailing => (None, Some((key.clone(), value, true))),
                 };
-                let slot = self.slots.insert(Burst {
+                let mut burst = Burst {
                     key,
                     value,
                     first_seen: now,
                     absorbed: u64::from(leading.is_none()),
-                    deadline,
-                    cap,
-                    quiet,
-                });
+                    deadline: now,
+                    quiet_ms: millis_ceil(timing.window)
+                        .saturating_add(jitter_ms)
+                        .min(NO_CAP - 1),
+                    max_wait_ms: timing.max_wait.map_or(NO_CAP, millis_ceil),
+                };
+                burst.deadline = burst.deadline_after(now);
+                self.deadlines.push(Reverse(Due::new(burst.deadline, slot)));
+                self.slots.insert(burst);
                 vacant.insert(slot);
-                self.deadlines.push(Reverse((deadline, slot)));
                 leading
             }
         }
@@ -320,37 +381,34 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
 
     /// The earliest heap entry (possibly earlier than that burst's true deadline).
     fn next_deadline(&self) -> Option<u64> {
-        self.deadlines
-            .peek()
-            .map(|Reverse((deadline, _))| *deadline)
+        self.deadlines.peek().map(|Reverse(due)| due.deadline())
     }
 
     /// Closes the bursts whose deadline is at or before `now` until one has something to emit.
     fn pop_due(&mut self, now: u64) -> Option<Burst<K, A>> {
         loop {
-            let Some(mut top) = self.deadlines.peek_mut() else {
-                return None;
-            };
-            let Reverse((at, slot)) = *top;
-            if at > now {
+            let mut top = self.deadlines.peek_mut()?;
+            let Reverse(due) = *top;
+            if due.deadline() > now {
                 return None;
             }
+            let slot = due.slot as usize;
             let Some(burst) = self.slots.get(slot) else {
                 // Unreachable by construction (one heap entry per open burst); dropping the
                 // entry keeps the heap consistent if it ever happens.
-                std::collections::binary_heap::PeekMut::pop(top);
+                PeekMut::pop(top);
                 continue;
             };
             if burst.deadline > now {
                 // The burst was extended after this entry was pushed: move the entry to the
                 // true deadline in place.
-                *top = Reverse((burst.deadline, slot));
+                *top = Reverse(Due::new(burst.deadline, due.slot));
                 continue;
             }
-            std::collections::binary_heap::PeekMut::pop(top);
+            PeekMut::pop(top);
             let burst = self.slots.remove(slot);
             let hash = self.hash_builder.hash_one(&burst.key);
-            if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
+            if let Ok(entry) = self.index.find_entry(hash, |&s| s == due.slot) {
                 entry.remove();
             }
             self.compact_if_sparse();
@@ -372,12 +430,14 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
         self.index = HashTable::with_capacity(self.slots.len());
         self.deadlines = BinaryHeap::with_capacity(self.slots.len());
         for (slot, burst) in &self.slots {
+            // Compaction only lowers slots, which fitted in a u32 before.
+            let slot = u32::try_from(slot).unwrap_or(u32::MAX);
             let slots = &self.slots;
             self.index
                 .insert_unique(hash_builder.hash_one(&burst.key), slot, |&s| {
-                    hash_builder.hash_one(&slots[s].key)
+                    hash_builder.hash_one(&slots[s as usize].key)
                 });
-            self.deadlines.push(Reverse((burst.deadline, slot)));
+            self.deadlines.push(Reverse(Due::new(burst.deadline, slot)));
         }
     }
 }
@@ -482,7 +542,7 @@ where
                         let key = (this.key_of)(&item);
                         let default_timing = this.config.timing;
                         let timing_of = &mut *this.timing_of;
-                        if let Some((key, value)) = this.bursts.absorb(
+                        if let Some((key, value, leading)) = this.bursts.absorb(
                             key,
                             item,
                             now,
@@ -490,13 +550,12 @@ where
                             this.config.max_jitter,
                             &mut *this.fold,
                         ) {
-                            tracing::trace!("debounce: leading emission");
                             return Poll::Ready(Some(Debounced {
                                 key,
                                 value,
                                 first_seen: now_instant,
                                 absorbed: 1,
-                                leading: true,
+                                leading,
                             }));
                         }
                     }
@@ -732,7 +791,7 @@ mod tests {
             [
                 seen("a", vec![1], 1, 0, 0, true),
                 // The trailing emission carries only what came after the leading one.
-                seen("a", vec![2, 3], 2, 300, 1600, false),
+                seen("a", vec![2, 3], 2, 0, 1600, false),
                 seen("a", vec![4], 1, 2000, 2000, true),
                 seen("b", vec![5], 1, 3500, 3500, true),
             ]
@@ -755,9 +814,9 @@ mod tests {
             out,
             [
                 seen("a", 0, 1, 0, 0, true),
-                seen("a", 4, 4, 100, 450, false),
+                seen("a", 4, 4, 0, 450, false),
                 seen("a", 5, 1, 500, 500, true),
-                seen("a", 9, 4, 600, 950, false),
+                seen("a", 9, 4, 500, 950, false),
                 seen("a", 10, 1, 1000, 1000, true),
             ]
         );
@@ -1116,7 +1175,12 @@ mod tests {
                 prop_assert!(items.windows(2).all(|pair| pair[0].1 < pair[1].1));
                 let first = items[0].2;
                 let last = items[items.len() - 1].2;
-                prop_assert_eq!(seen.first_ms, first);
+                let first_seen_rule = if leading && !seen.leading {
+                    burst_start.get(&seen.key).copied()
+                } else {
+                    Some(first)
+                };
+                prop_assert_eq!(Some(seen.first_ms), first_seen_rule);
                 // Items of an emission came after the previous emission of the key.
                 if let Some(previous) = last_emission.get(&seen.key) {
                     prop_assert!(first >= *previous);

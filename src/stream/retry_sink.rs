@@ -247,6 +247,7 @@ impl<K, Fut: TryFuture> Future for Attempt<K, Fut> {
 }
 
 type OutcomeFn<K, O, E> = Box<dyn FnMut(Outcome<K, O, E>) + Send>;
+type MergeFn<T> = Box<dyn FnMut(&mut T, T) + Send>;
 
 /// A [`Sink`] of `(key, value)` applying `op` with bounded concurrency, latest-wins per key and
 /// classified retries. See the [module documentation](self) for the rules.
@@ -289,6 +290,7 @@ where
     op: Op,
     classify: Cl,
     on_outcome: Option<OutcomeFn<K, Fut::Ok, Fut::Error>>,
+    merge: Option<MergeFn<T>>,
     slots: HashMap<K, Slot<T>>,
     ready: VecDeque<(u64, K)>,
     backoff: BinaryHeap<Reverse<Due<K>>>,
@@ -330,6 +332,7 @@ where
             op,
             classify,
             on_outcome: None,
+            merge: None,
             slots: HashMap::new(),
             ready: VecDeque::new(),
             backoff: BinaryHeap::new(),
@@ -346,6 +349,16 @@ where
         f: impl FnMut(Outcome<K, Fut::Ok, Fut::Error>) + Send + 'static,
     ) -> Self {
         self.on_outcome = Some(Box::new(f));
+        self
+    }
+
+    /// Folds a superseded value into the one that replaces it, `merge(&mut newer, older)`,
+    /// instead of dropping it: when an item replaces a waiting one, and when an operation fails
+    /// while a newer item waits. For values that accumulate (the objects a trigger names), so
+    /// that "latest wins" never loses what an older item carried. Superseded items are still
+    /// counted and reported as such.
+    pub fn merge_superseded(mut self, merge: impl FnMut(&mut T, T) + Send + 'static) -> Self {
+        self.merge = Some(Box::new(merge));
         self
     }
 
@@ -384,7 +397,10 @@ where
             Some(slot) => match &mut slot.waiting {
                 Some(waiting) => {
                     let replaced = waiting.attempts;
-                    waiting.value = value;
+                    let older = std::mem::replace(&mut waiting.value, value);
+                    if let Some(merge) = &mut self.merge {
+                        merge(&mut waiting.value, older);
+                    }
                     waiting.attempts = 0;
                     tracing::trace!(attempts = replaced, "retry sink: item superseded");
                     self.report(key, replaced, Status::Superseded);
@@ -488,6 +504,12 @@ where
         match result {
             Ok(output) => self.report(key.clone(), attempts, Status::Sent(output)),
             Err(_) if newer_waiting => {
+                if let (Some(merge), Some(waiting)) = (
+                    &mut self.merge,
+                    self.slots.get_mut(&key).and_then(|s| s.waiting.as_mut()),
+                ) {
+                    merge(&mut waiting.value, running.value);
+                }
                 self.report(key.clone(), attempts, Status::Superseded);
             }
             Err(error) => {
@@ -668,6 +690,31 @@ mod tests {
         );
         let counts = stats.snapshot();
         assert_eq!((counts.sent, counts.retried, counts.pending), (1, 5, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn merge_keeps_what_superseded_items_carried() {
+        let calls = Calls::default();
+        // The first try of each key fails; values are bit sets, merged by union.
+        let mut sink = RetrySink::new(
+            config(1, None),
+            recorder(calls.clone(), secs(1), |_, _, n| {
+                if n < 2 { Err("busy") } else { Ok(0) }
+            }),
+            classify,
+        )
+        .without_jitter()
+        .merge_superseded(|newer: &mut u32, older| *newer |= older);
+        let stats = sink.stats_handle();
+        // 0b001 runs and fails while 0b010 waits; 0b100 then replaces the waiting one.
+        sink.feed(("a", 0b001)).await.expect("infallible");
+        sink.feed(("a", 0b010)).await.expect("infallible");
+        sink.feed(("a", 0b100)).await.expect("infallible");
+        sink.flush().await.expect("infallible");
+        let values: Vec<u32> = calls.lock().expect("lock").iter().map(|c| c.2).collect();
+        assert_eq!(values, vec![0b001, 0b111]);
+        let counts = stats.snapshot();
+        assert_eq!((counts.sent, counts.superseded, counts.pending), (1, 2, 0));
     }
 
     #[tokio::test(start_paused = true)]

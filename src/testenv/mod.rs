@@ -5,7 +5,8 @@
 //! The API server runs with `--authorization-mode=RBAC`, ServiceAccount token issuing (so
 //! TokenRequest works) and the ValidatingAdmissionPolicy API. The controller manager (optional)
 //! computes StatefulSet status, creates default ServiceAccounts and garbage-collects owned
-//! objects, as in a real cluster. There is no kubelet: pods never run.
+//! objects, as in a real cluster. There is no kubelet: pods never run ([`PodReadiness`] marks
+//! them Ready as a kubelet would).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -20,6 +21,7 @@
 mod certs;
 mod kubeconfig;
 mod process;
+mod readiness;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -40,8 +42,11 @@ use kube::{
 use tokio::time::Instant;
 
 pub use certs::{CertPair, Pki};
-pub use kubeconfig::{Credentials, kubeconfig_for, to_yaml as kubeconfig_yaml, with_token};
+pub use kubeconfig::{
+    Credentials, kubeconfig_for, to_yaml as kubeconfig_yaml, with_token, write as write_kubeconfig,
+};
 use process::Component;
+pub use readiness::PodReadiness;
 
 /// Where the launcher finds its binaries and how it runs them.
 #[derive(Clone, Debug)]

@@ -240,52 +240,8 @@ pub(crate) mod running {
             })
     }
 
-    /// Marks every pod of `ns` Running and Ready, as a kubelet would, until dropped.
-    pub struct Kubelet(tokio::task::JoinHandle<()>);
-
-    impl Kubelet {
-        pub fn start(client: Client, ns: &str) -> Self {
-            let pods: Api<Pod> = Api::namespaced(client, ns);
-            Self(tokio::spawn(async move {
-                loop {
-                    if let Ok(list) = pods.list(&ListParams::default()).await {
-                        for pod in list.items {
-                            let ready = pod
-                                .status
-                                .as_ref()
-                                .and_then(|s| s.conditions.as_ref())
-                                .is_some_and(|c| {
-                                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                                });
-                            if ready || pod.metadata.deletion_timestamp.is_some() {
-                                continue;
-                            }
-                            let now = jiff::Timestamp::now().to_string();
-                            let status = json!({"status": {"phase": "Running", "conditions": [
-                                {"type": "Ready", "status": "True", "lastTransitionTime": now},
-                                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                            ]}});
-                            let _ = pods
-                                .patch_status(
-                                    &pod.name_any(),
-                                    &PatchParams::default(),
-                                    &Patch::Merge(status),
-                                )
-                                .await;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }))
-        }
-    }
-
-    impl Drop for Kubelet {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
+    /// Marks every pod of a namespace Running and Ready, as a kubelet would, until dropped.
+    pub use kube_sentinel::testenv::PodReadiness as Kubelet;
 
     pub fn cluster(name: &str, extra: Value) -> StatefulCluster {
         let mut spec = json!({

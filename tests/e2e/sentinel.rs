@@ -405,7 +405,7 @@ async fn operator_writes_and_foreign_status_updates_are_not_drift() {
 }
 
 #[tokio::test]
-async fn deleted_service_and_annotation_added_then_removed_each_trigger() {
+async fn deleted_service_relabelled_configmap_and_annotation_added_then_removed_each_trigger() {
     let f = Fixture::start("sen-delete", FAST).await;
     let uid = f.cluster("db", json!({})).await;
     f.operator_objects("db", "db", &uid).await;
@@ -438,8 +438,20 @@ async fn deleted_service_and_annotation_added_then_removed_each_trigger() {
         .expect("delete");
     let third = f.nth_trigger("db", 3, Duration::from_secs(15)).await;
     assert_eq!(names(&third), ["Service/db"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Re-labelled out of the selector: to a label-selector watch it left, as if deleted.
+    f.cm()
+        .patch(
+            "db",
+            &Fixture::foreign("kubectl-label"),
+            &Patch::Merge(json!({"metadata": {"labels": {MANAGED_BY_LABEL: null}}})),
+        )
+        .await
+        .expect("relabel");
+    let fourth = f.nth_trigger("db", 4, Duration::from_secs(15)).await;
+    assert_eq!(names(&fourth), ["ConfigMap/db"]);
     tokio::time::sleep(SETTLE).await;
-    assert_eq!(f.triggers("db").len(), 3);
+    assert_eq!(f.triggers("db").len(), 4);
 }
 
 #[tokio::test]
@@ -681,4 +693,80 @@ async fn drift_while_stopped_is_triggered_once_after_restart() {
     f.start_sentinel().await;
     tokio::time::sleep(SETTLE).await;
     assert_eq!(f.triggers("db").len(), 1, "{:?}", f.triggers("db"));
+}
+
+#[tokio::test]
+async fn standby_takes_over_and_catches_drift_the_dead_leader_left() {
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend([
+        "--leader-elect",
+        "--lease-duration",
+        "3s",
+        "--identity",
+        "first",
+    ]);
+    // The Lease goes to the namespace of the sentinel's kubeconfig, the test's.
+    let mut f = Fixture::start("sen-ha", &args).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(f.admin.clone(), &f.ns);
+    eventually(
+        Duration::from_secs(20),
+        "the first instance to lead",
+        || async {
+            let lease = leases.get("kube-sentinel-sentinel").await.ok()?;
+            (lease.spec?.holder_identity.as_deref() == Some("first")).then_some(())
+        },
+    )
+    .await;
+    let mut standby_args = vec!["sentinel".to_owned()];
+    standby_args.extend(f.args.iter().map(|a| {
+        if a == "first" {
+            "second".to_owned()
+        } else {
+            a.clone()
+        }
+    }));
+    let standby_port = free_port();
+    if let Some(i) = standby_args.iter().position(|a| a == "--metrics-addr") {
+        standby_args[i + 1] = format!("127.0.0.1:{standby_port}");
+    }
+    let standby_args: Vec<&str> = standby_args.iter().map(String::as_str).collect();
+    let standby = Program::spawn("sentinel-standby", &standby_args, &f.kubeconfig);
+    eventually(Duration::from_secs(30), "the standby ready", || async {
+        matches!(http_get(standby_port, "/readyz"), Some((200, _))).then_some(())
+    })
+    .await;
+
+    let uid = f.cluster("db", json!({})).await;
+    f.operator_objects("db", "db", &uid).await;
+    let p = Fixture::foreign("kubectl-edit");
+    f.cm()
+        .patch("db", &p, &Patch::Merge(json!({"data": {"setting": "a"}})))
+        .await
+        .expect("patch");
+    f.nth_trigger("db", 1, Duration::from_secs(15)).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(f.triggers("db").len(), 1, "only the leader writes");
+
+    // The leader dies; drift happens before the standby holds the lease.
+    f.stop_sentinel();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.sts()
+        .patch("db", &p, &Patch::Merge(json!({"spec": {"replicas": 2}})))
+        .await
+        .expect("patch");
+    let t = f.nth_trigger("db", 2, Duration::from_secs(30)).await;
+    assert_eq!(
+        names(&t),
+        ["StatefulSet/db"],
+        "standby log:\n{}",
+        standby.log()
+    );
+    let lease = leases.get("kube-sentinel-sentinel").await.expect("lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("second")
+    );
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(f.triggers("db").len(), 2, "{:?}", f.triggers("db"));
 }

@@ -79,14 +79,17 @@ fn denial<T>(result: Result<T, kube::Error>) -> Option<(u16, String)> {
     }
 }
 
-/// Waits until the policy is in force (policies load asynchronously), probing with a write
-/// it must deny, and returns that denial.
-async fn policy_denies(api: &Api<DynamicObject>, patch: Value) -> (u16, String) {
+/// Waits until the policy is in force (policies load asynchronously). The probe changes
+/// `status.observedGeneration` to a new value each time, so that it is a real change the policy
+/// must deny (a repeated, already applied value would be a no-op it allows); no test reads it.
+async fn policy_in_force(api: &Api<DynamicObject>) -> (u16, String) {
+    let mut probe = 1000;
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         "the admission policy to deny",
         || {
-            let patch = patch.clone();
+            probe += 1;
+            let patch = json!({"status": {"observedGeneration": probe}});
             async move {
                 denial(
                     api.patch_status("db", &params(), &Patch::Merge(patch))
@@ -102,9 +105,19 @@ async fn policy_denies(api: &Api<DynamicObject>, patch: Value) -> (u16, String) 
 async fn sentinel_can_write_a_trigger_and_nothing_else_in_status() {
     let (_ns, admin, sentinel, _) = setup("sec-status").await;
     // Wait for the policy, then prove the allowed write.
-    let (code, msg) = policy_denies(&sentinel, json!({"status": {"currentVersion": "9"}})).await;
+    let (code, msg) = policy_in_force(&sentinel).await;
     assert_eq!(code, 403, "{msg}");
     assert!(msg.contains("may change only status.sentinel"), "{msg}");
+    let denied = denial(
+        sentinel
+            .patch_status(
+                "db",
+                &params(),
+                &Patch::Merge(json!({"status": {"currentVersion": "9"}})),
+            )
+            .await,
+    );
+    assert!(denied.is_some_and(|(_, m)| m.contains("may change only status.sentinel")));
 
     let id = uuid::Uuid::new_v4().to_string();
     sentinel
@@ -148,7 +161,13 @@ async fn sentinel_can_write_a_trigger_and_nothing_else_in_status() {
 #[tokio::test]
 async fn trigger_must_be_a_uuid_and_bounded() {
     let (_ns, _admin, sentinel, _) = setup("sec-uuid").await;
-    let (code, msg) = policy_denies(&sentinel, trigger("not-a-uuid")).await;
+    policy_in_force(&sentinel).await;
+    let (code, msg) = denial(
+        sentinel
+            .patch_status("db", &params(), &Patch::Merge(trigger("not-a-uuid")))
+            .await,
+    )
+    .expect("non-UUID trigger denied");
     assert_eq!(code, 422, "{msg}");
     assert!(
         msg.contains("triggerID must be a lower-case UUID v4"),
@@ -172,6 +191,7 @@ async fn trigger_must_be_a_uuid_and_bounded() {
 #[tokio::test]
 async fn even_a_mistaken_grant_cannot_change_spec_or_labels() {
     let (ns, admin, sentinel, _) = setup("sec-spec").await;
+    policy_in_force(&sentinel).await;
     // RBAC alone already refuses: patch on the resource itself is not granted.
     let (code, _) = denial(
         sentinel
@@ -238,7 +258,7 @@ async fn even_a_mistaken_grant_cannot_change_spec_or_labels() {
     assert!(msg.contains("kube-sentinel policy"), "{msg}");
     let still = admin.get("db").await.expect("get");
     assert_eq!(still.data["spec"]["replicas"], json!(3));
-    assert!(still.metadata.labels.unwrap_or_default().get("x").is_none());
+    assert!(!still.metadata.labels.unwrap_or_default().contains_key("x"));
 }
 
 #[tokio::test]
