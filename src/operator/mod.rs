@@ -104,6 +104,9 @@ pub struct OperatorArgs {
     /// on the fast lane (at most four times this from the first change).
     #[arg(long, env = "KUBE_SENTINEL_SECRET_DEBOUNCE", default_value = "200ms", value_parser = parse_duration)]
     pub secret_debounce: Duration,
+    /// Not ready (`/readyz`) after the StatefulCluster watch has failed for this long.
+    #[arg(long, env = "KUBE_SENTINEL_UNREACHABLE_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub unreachable_after: Duration,
     /// Longest wait for work in flight at shutdown.
     #[arg(long, env = "KUBE_SENTINEL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -198,6 +201,8 @@ pub async fn run(
     );
     let health = Health::new();
     let synced = health.gate("watch-synced");
+    let mut reachability =
+        telemetry::Reachability::new(health.gate("api-reachable"), args.unreachable_after);
     let leading = health.gate("leader");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -340,8 +345,14 @@ pub async fn run(
                 break;
             }
             event = events.next() => match event {
-                Some(Ok(event)) => feeder.on_event(event, &synced),
-                Some(Err(e)) => tracing::warn!(error = %e, "StatefulCluster watch error; retrying"),
+                Some(Ok(event)) => {
+                    reachability.succeeded();
+                    feeder.on_event(event, &synced);
+                }
+                Some(Err(e)) => {
+                    let down_for = reachability.failed();
+                    tracing::warn!(error = %e, ?down_for, "StatefulCluster watch error; retrying");
+                }
                 None => break,
             },
             done = runner.next() => match done {
