@@ -35,8 +35,7 @@ use anyhow::{Context as _, Result, anyhow};
 use axum::routing::get;
 use futures::{StreamExt, channel::mpsc};
 use kube::{
-    Api, Client, Config,
-    config::{KubeConfigOptions, Kubeconfig},
+    Api,
     runtime::{WatchStreamExt, watcher},
 };
 use prometheus_client::registry::Registry;
@@ -112,22 +111,6 @@ pub struct OperatorArgs {
     pub shutdown_timeout: Duration,
 }
 
-/// A client from `--kubeconfig`, or the usual places; a one-line error when there is none.
-pub async fn cluster_client(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| anyhow!("kubeconfig {} is not usable: {e}", path.display()))?
-        }
-        None => Config::infer().await.map_err(|_| {
-            anyhow!("no cluster configuration: not in a cluster, KUBECONFIG unset and no ~/.kube/config; pass --kubeconfig")
-        })?,
-    };
-    Client::try_from(config).map_err(|e| anyhow!("cannot build a client for the cluster: {e}"))
-}
-
 /// Turns watch events into queue keys: a pending trigger on the fast lane, a new generation
 /// or the initial list on the normal lane, every known resource again at each resync.
 struct Feeder {
@@ -192,7 +175,7 @@ pub async fn run(
     args: OperatorArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let client = cluster_client(args.kubeconfig.as_deref()).await?;
+    let client = crate::cli::kube_client(args.kubeconfig.as_deref()).await?;
     let identity = identity(&args);
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
