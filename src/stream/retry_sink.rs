@@ -46,6 +46,15 @@ use pin_project::pin_project;
 use tokio::time::{Instant, Sleep};
 
 /// How the caller classifies an operation's error.
+///
+/// ```
+/// use kube_sentinel::stream::Retry;
+/// fn classify(status: &u16) -> Retry {
+///     if *status == 409 || *status == 429 || *status >= 500 { Retry::Transient } else { Retry::Permanent }
+/// }
+/// assert_eq!(classify(&503), Retry::Transient);
+/// assert_eq!(classify(&422), Retry::Permanent);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
     /// Worth retrying after a backoff (a timeout, a conflict, a 5xx).
@@ -87,7 +96,7 @@ impl Default for RetryConfig {
     }
 }
 
-/// How an item ended.
+/// How an item ended (see [`RetrySink`]'s example).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status<O, E> {
     /// The operation succeeded with this output.
@@ -99,6 +108,18 @@ pub enum Status<O, E> {
 }
 
 /// The final result of one item, given to the [`RetrySink::on_outcome`] callback.
+///
+/// ```
+/// use kube_sentinel::stream::{Outcome, Status};
+/// fn log(outcome: Outcome<String, (), std::io::Error>) {
+///     match outcome.status {
+///         Status::Sent(()) => println!("{} patched after {} tries", outcome.key, outcome.attempts),
+///         Status::Failed(error) => eprintln!("{}: {error}", outcome.key),
+///         Status::Superseded => {}
+///     }
+/// }
+/// log(Outcome { key: "web".into(), attempts: 1, status: Status::Sent(()) });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome<K, O, E> {
     /// The item's key.
@@ -109,7 +130,7 @@ pub struct Outcome<K, O, E> {
     pub status: Status<O, E>,
 }
 
-/// Counts of a [`RetrySink`] at one instant, from [`RetryStats::snapshot`].
+/// Counts of a [`RetrySink`] at one instant, from [`RetryStats::snapshot`] (example there).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetryCounts {
     /// Items given to the sink.
