@@ -17,7 +17,7 @@ const SIZES: [u64; 2] = [1_000, 100_000];
 
 /// Every tenth key on the fast lane.
 fn lane_of(key: u64) -> Lane {
-    if key % 10 == 0 {
+    if key.is_multiple_of(10) {
         Lane::Fast
     } else {
         Lane::Normal
