@@ -1100,6 +1100,14 @@ mod tests {
     }
 
     #[test]
+    fn per_key_state_stays_small() {
+        // A bound, so a change that bloats the per-key state is noticed (BENCHMARKS.md quotes it).
+        let size = std::mem::size_of::<KeyState>();
+        eprintln!("KeyState: {size} bytes");
+        assert!(size <= 96, "KeyState grew to {size} bytes");
+    }
+
+    #[test]
     fn queue_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>(_: &T) {}
         assert_send_sync(&queue(1));

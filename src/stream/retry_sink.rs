@@ -301,7 +301,7 @@ type OutcomeFn<K, O, E> = Box<dyn FnMut(Outcome<K, O, E>) + Send>;
 /// # }
 /// ```
 #[must_use = "sinks do nothing unless polled"]
-pub struct RetrySink<K, T, Op, Fut, Cl>
+pub struct RetrySink<K, T, Op, Cl, Fut>
 where
     Fut: TryFuture,
 {
@@ -320,9 +320,9 @@ where
 }
 
 // No field is ever pinned: operations are pinned inside `FuturesUnordered`'s own allocations.
-impl<K, T, Op, Fut: TryFuture, Cl> Unpin for RetrySink<K, T, Op, Fut, Cl> {}
+impl<K, T, Op, Cl, Fut: TryFuture> Unpin for RetrySink<K, T, Op, Cl, Fut> {}
 
-impl<K, T, Op, Fut: TryFuture, Cl> fmt::Debug for RetrySink<K, T, Op, Fut, Cl> {
+impl<K, T, Op, Cl, Fut: TryFuture> fmt::Debug for RetrySink<K, T, Op, Cl, Fut> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetrySink")
             .field("config", &self.config)
@@ -333,7 +333,7 @@ impl<K, T, Op, Fut: TryFuture, Cl> fmt::Debug for RetrySink<K, T, Op, Fut, Cl> {
     }
 }
 
-impl<K, T, Op, Fut, Cl> RetrySink<K, T, Op, Fut, Cl>
+impl<K, T, Op, Cl, Fut> RetrySink<K, T, Op, Cl, Fut>
 where
     K: Clone + Hash + Eq,
     T: Clone,
@@ -579,7 +579,7 @@ where
     }
 }
 
-impl<K, T, Op, Fut, Cl> Sink<(K, T)> for RetrySink<K, T, Op, Fut, Cl>
+impl<K, T, Op, Cl, Fut> Sink<(K, T)> for RetrySink<K, T, Op, Cl, Fut>
 where
     K: Clone + Hash + Eq,
     T: Clone,
