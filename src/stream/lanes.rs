@@ -1190,6 +1190,120 @@ mod tests {
         }
     }
 
+    #[derive(Clone, Debug)]
+    enum TimedOp {
+        Push(u32, bool),
+        Schedule(u32, bool, u64),
+        Claim,
+        Complete(usize),
+        Fail(usize),
+        Advance(u64),
+    }
+
+    fn timed_op() -> impl Strategy<Value = TimedOp> {
+        prop_oneof![
+            3 => (0u32..8, any::<bool>()).prop_map(|(k, fast)| TimedOp::Push(k, fast)),
+            1 => (0u32..8, any::<bool>(), 0u64..5_000).prop_map(|(k, fast, ms)| TimedOp::Schedule(k, fast, ms)),
+            3 => Just(TimedOp::Claim),
+            2 => (0usize..8).prop_map(TimedOp::Complete),
+            1 => (0usize..8).prop_map(TimedOp::Fail),
+            1 => (0u64..3_000).prop_map(TimedOp::Advance),
+        ]
+    }
+
+    proptest! {
+        /// With failures, schedules and time: never a key claimed twice at once, a fast key
+        /// waiting means a normal claim happened only at the fairness bound, the counts match
+        /// the claims, and every key pushed, scheduled or failed is claimed again later:
+        /// nothing is lost, and all state is freed at the end.
+        #[test]
+        fn with_failures_and_time_nothing_is_lost(
+            burst in 1usize..4,
+            ops in proptest::collection::vec(timed_op(), 0..150),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut q = queue(burst);
+                let mut claimed: Vec<u32> = Vec::new();
+                // Keys owed a claim: pushed, scheduled or failed since their last claim began.
+                let mut owed: HashSet<u32> = HashSet::new();
+                let mut streak = 0usize;
+                let mut claim_one = |q: &mut TwoLaneQueue<u32>, claimed: &mut Vec<u32>, owed: &mut HashSet<u32>| -> Result<bool, TestCaseError> {
+                    let before = q.stats();
+                    let Some(c) = q.try_claim() else { return Ok(false) };
+                    let stats = q.stats();
+                    // Keys released by the clock in this call count as waiting before it.
+                    let fast_waiting = stats.fast + usize::from(c.lane == Lane::Fast) > 0;
+                    let normal_waiting = stats.normal + usize::from(c.lane == Lane::Normal) > 0;
+                    prop_assert!(!claimed.contains(&c.key), "key {} claimed twice at once", c.key);
+                    prop_assert_eq!(stats.in_flight, before.in_flight + 1);
+                    match c.lane {
+                        Lane::Fast if normal_waiting => {
+                            streak += 1;
+                            prop_assert!(streak <= burst, "fairness bound exceeded");
+                        }
+                        Lane::Fast => streak = 0,
+                        Lane::Normal => {
+                            prop_assert!(!fast_waiting || streak == burst, "normal before fast");
+                            streak = 0;
+                        }
+                    }
+                    claimed.push(c.key);
+                    owed.remove(&c.key);
+                    Ok(true)
+                };
+                for op in ops {
+                    match op {
+                        TimedOp::Push(k, fast) => {
+                            q.push(k, if fast { Lane::Fast } else { Lane::Normal });
+                            owed.insert(k);
+                        }
+                        TimedOp::Schedule(k, fast, ms) => {
+                            let lane = if fast { Lane::Fast } else { Lane::Normal };
+                            q.schedule(k, lane, Instant::now() + Duration::from_millis(ms));
+                            owed.insert(k);
+                        }
+                        TimedOp::Claim => {
+                            claim_one(&mut q, &mut claimed, &mut owed)?;
+                        }
+                        TimedOp::Complete(i) if !claimed.is_empty() => {
+                            let k = claimed.remove(i % claimed.len());
+                            q.complete(&k);
+                        }
+                        TimedOp::Fail(i) if !claimed.is_empty() => {
+                            let k = claimed.remove(i % claimed.len());
+                            q.fail(&k);
+                            owed.insert(k);
+                        }
+                        TimedOp::Advance(ms) => tokio::time::advance(Duration::from_millis(ms)).await,
+                        TimedOp::Complete(_) | TimedOp::Fail(_) => {}
+                    }
+                    prop_assert_eq!(q.stats().in_flight, claimed.len());
+                }
+                // Drain: complete everything, then wait out every delay and backoff (capped at 10 s).
+                for _ in 0..10_000 {
+                    for k in claimed.drain(..) {
+                        q.complete(&k);
+                    }
+                    if !claim_one(&mut q, &mut claimed, &mut owed)? {
+                        if q.is_empty() {
+                            break;
+                        }
+                        tokio::time::advance(Duration::from_millis(500)).await;
+                    }
+                }
+                prop_assert!(q.is_empty(), "left: {:?}", q.stats());
+                prop_assert!(owed.is_empty(), "lost keys: {:?}", owed);
+                prop_assert!(q.keys.is_empty(), "state freed");
+                Ok(())
+            })?;
+        }
+    }
+
     proptest! {
         #[test]
         fn queue_matches_model_and_keeps_invariants(
