@@ -63,6 +63,7 @@
 //! wake it. [`run_two_lanes`](super::run_two_lanes) is the usual owner.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -80,6 +81,11 @@ use prometheus_client::registry::Registry;
 use tokio::time::{Instant, Sleep};
 
 /// The lane a key is queued on. `Fast` orders after `Normal`, so `max` is the higher priority.
+///
+/// ```
+/// use kube_sentinel::stream::Lane;
+/// assert_eq!(Lane::Normal.max(Lane::Fast), Lane::Fast);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lane {
     /// Ordinary work: full reconciles, items from an initial list.
@@ -112,11 +118,20 @@ impl Lane {
 
 impl fmt::Display for Lane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
 /// What a worker wants done with its key after a successful run.
+///
+/// ```
+/// use kube_sentinel::stream::{Lane, Next};
+/// use std::time::Duration;
+/// // After a fast-lane revert, a full reconcile on the normal lane; resync every 5 minutes.
+/// let after_revert = Next::Requeue(Lane::Normal);
+/// let after_full = Next::RequeueAfter(Lane::Normal, Duration::from_secs(300));
+/// assert_ne!(after_revert, after_full);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
     /// Nothing more.
@@ -158,6 +173,15 @@ impl Default for LanesConfig {
 
 /// A key handed out to a worker. Give it back with [`TwoLaneQueue::complete`] or
 /// [`TwoLaneQueue::fail`].
+///
+/// ```
+/// use kube_sentinel::stream::{Lane, LanesConfig, TwoLaneQueue};
+/// let mut queue = TwoLaneQueue::new(LanesConfig::default());
+/// queue.push("web", Lane::Fast);
+/// let claim = queue.try_claim().expect("pending");
+/// assert_eq!((claim.key, claim.lane, claim.attempt), ("web", Lane::Fast, 1));
+/// queue.complete(&claim.key);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim<K> {
     /// The key to work on.
@@ -170,7 +194,7 @@ pub struct Claim<K> {
     pub attempt: u32,
 }
 
-/// Counts of a [`TwoLaneQueue`], from [`TwoLaneQueue::stats`].
+/// Counts of a [`TwoLaneQueue`], from [`TwoLaneQueue::stats`] (example there).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Keys pending on the fast lane.
@@ -347,7 +371,8 @@ struct Delayed {
 #[derive(Debug)]
 struct Claimed {
     lane: Lane,
-    claimed_at: Instant,
+    /// Read only when metrics are on.
+    claimed_at: Option<Instant>,
     /// Highest lane the key was pushed on while claimed.
     arrived: Option<Lane>,
 }
@@ -421,7 +446,9 @@ impl KeyState {
 /// ```
 pub struct TwoLaneQueue<K> {
     config: LanesConfig,
-    keys: HashMap<K, KeyState>,
+    /// foldhash: seeded per process (some resistance to crafted keys) and several times faster
+    /// than SipHash on short keys; the same choice as kube-runtime's scheduler (hashbrown).
+    keys: HashMap<K, KeyState, foldhash::fast::RandomState>,
     /// Pending keys per lane (indexed by `Lane::index`), with the sequence number they were
     /// queued under; an entry whose number no longer matches its key's state is stale (the key
     /// was promoted) and skipped.
@@ -459,7 +486,7 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
     pub fn new(config: LanesConfig) -> Self {
         TwoLaneQueue {
             config,
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             lanes: [VecDeque::new(), VecDeque::new()],
             depth: [0, 0],
             delayed: BinaryHeap::new(),
@@ -514,17 +541,7 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
         if let Some(metrics) = &self.metrics {
             metrics.add(lane);
         }
-        let lane = match self.keys.get_mut(&key) {
-            Some(state) => match state.delayed.take() {
-                Some(delayed) => {
-                    self.delayed_count -= 1;
-                    lane.max(delayed.lane)
-                }
-                None => lane,
-            },
-            None => lane,
-        };
-        self.arrive(key, lane, now);
+        self.arrive(key, lane, now, true);
     }
 
     /// Makes `key` pending on `lane` at `at` (at once if `at` has passed). The earlier of two
@@ -586,7 +603,6 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
     /// claimed it becomes pending on the highest lane it was pushed on. Unknown or unclaimed keys
     /// are ignored.
     pub fn complete(&mut self, key: &K) {
-        let now = Instant::now();
         let Some(state) = self.keys.get_mut(key) else {
             return;
         };
@@ -595,11 +611,11 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
         };
         state.failures = 0;
         self.in_flight -= 1;
-        if let Some(metrics) = &self.metrics {
-            metrics.work_duration(claimed.lane, now - claimed.claimed_at);
+        if let (Some(metrics), Some(claimed_at)) = (&self.metrics, claimed.claimed_at) {
+            metrics.work_duration(claimed.lane, claimed_at.elapsed());
         }
         match claimed.arrived {
-            Some(lane) => self.arrive(key.clone(), lane, now),
+            Some(lane) => self.arrive(key.clone(), lane, Instant::now(), false),
             None if state.is_idle() => {
                 self.keys.remove(key);
             }
@@ -639,11 +655,13 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
         state.failures = state.failures.saturating_add(1);
         self.in_flight -= 1;
         if let Some(metrics) = &self.metrics {
-            metrics.work_duration(claimed.lane, now - claimed.claimed_at);
+            if let Some(claimed_at) = claimed.claimed_at {
+                metrics.work_duration(claimed.lane, now - claimed_at);
+            }
             metrics.retry(claimed.lane);
         }
         match claimed.arrived {
-            Some(lane) => self.arrive(key.clone(), lane.max(claimed.lane), now),
+            Some(lane) => self.arrive(key.clone(), lane.max(claimed.lane), now, false),
             None => {
                 let failures = state.failures;
                 let backoff = self.backoff(failures);
@@ -665,9 +683,10 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
     /// Hands out the next key if one is pending now (due delayed keys included), without
     /// registering for a wake-up.
     pub fn try_claim(&mut self) -> Option<Claim<K>> {
-        let now = Instant::now();
-        self.release_due(now);
-        self.claim_pending(now)
+        if !self.delayed.is_empty() {
+            self.release_due(Instant::now());
+        }
+        self.claim_pending()
     }
 
     /// Hands out the next key, or registers `cx` to be woken when the earliest delayed key is
@@ -675,9 +694,10 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
     /// wake-up (a push comes from the owner of the queue, who polls again).
     pub fn poll_claim(&mut self, cx: &mut Context<'_>) -> Poll<Claim<K>> {
         loop {
-            let now = Instant::now();
-            self.release_due(now);
-            if let Some(claim) = self.claim_pending(now) {
+            if !self.delayed.is_empty() {
+                self.release_due(Instant::now());
+            }
+            if let Some(claim) = self.claim_pending() {
                 return Poll::Ready(claim);
             }
             let Some(Reverse(DelayedEntry { at, .. })) = self.delayed.peek() else {
@@ -720,60 +740,67 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
                 continue;
             };
             self.delayed_count -= 1;
-            self.arrive(key, delayed.lane, delayed.at);
+            self.arrive(key, delayed.lane, delayed.at, false);
         }
     }
 
     /// A key becomes due on `lane`: pending, promoted, or remembered on its claim.
-    fn arrive(&mut self, key: K, lane: Lane, enqueued_at: Instant) {
+    /// `cancel_delay`: a push makes a delayed key pending now, in the higher of the two lanes.
+    /// One hash lookup: this is the hot path of every push.
+    fn arrive(&mut self, key: K, mut lane: Lane, enqueued_at: Instant, cancel_delay: bool) {
         let seq = self.next_seq;
-        match self.keys.get_mut(&key) {
-            Some(KeyState {
-                claimed: Some(claimed),
-                ..
-            }) => {
-                claimed.arrived = claimed.arrived.max(Some(lane));
-                return;
-            }
-            Some(KeyState {
-                pending: Some(pending),
-                ..
-            }) => {
-                if lane <= pending.lane {
+        let key = match self.keys.entry(key) {
+            Entry::Occupied(mut occupied) => {
+                let state = occupied.get_mut();
+                if cancel_delay && let Some(delayed) = state.delayed.take() {
+                    self.delayed_count -= 1;
+                    lane = lane.max(delayed.lane);
+                }
+                if let Some(claimed) = &mut state.claimed {
+                    claimed.arrived = claimed.arrived.max(Some(lane));
                     return;
                 }
-                let from = pending.lane;
-                pending.lane = lane;
-                pending.seq = seq;
-                self.depth[from.index()] -= 1;
-                self.report_depth(from);
+                match &mut state.pending {
+                    Some(pending) if lane <= pending.lane => return,
+                    Some(pending) => {
+                        let from = pending.lane;
+                        pending.lane = lane;
+                        pending.seq = seq;
+                        self.depth[from.index()] -= 1;
+                        if let Some(metrics) = &self.metrics {
+                            metrics.depth(from, self.depth[from.index()]);
+                        }
+                    }
+                    None => {
+                        state.pending = Some(Pending {
+                            lane,
+                            seq,
+                            enqueued_at,
+                        });
+                    }
+                }
+                occupied.key().clone()
             }
-            Some(state) => {
-                state.pending = Some(Pending {
-                    lane,
-                    seq,
-                    enqueued_at,
-                });
-            }
-            None => {
-                let state = KeyState {
+            Entry::Vacant(vacant) => {
+                let key = vacant.key().clone();
+                vacant.insert(KeyState {
                     pending: Some(Pending {
                         lane,
                         seq,
                         enqueued_at,
                     }),
                     ..KeyState::default()
-                };
-                self.keys.insert(key.clone(), state);
+                });
+                key
             }
-        }
+        };
         self.next_seq += 1;
         self.lanes[lane.index()].push_back((seq, key));
         self.depth[lane.index()] += 1;
         self.report_depth(lane);
     }
 
-    fn claim_pending(&mut self, now: Instant) -> Option<Claim<K>> {
+    fn claim_pending(&mut self) -> Option<Claim<K>> {
         let fast_waiting = self.depth[Lane::Fast.index()] > 0;
         let normal_waiting = self.depth[Lane::Normal.index()] > 0;
         let lane = match (fast_waiting, normal_waiting) {
@@ -805,16 +832,18 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
             let Some(pending) = state.pending.take() else {
                 continue;
             };
+            // The clock is read only for telemetry: it is a good part of a claim's cost.
+            let claimed_at = self.metrics.as_ref().map(|_| Instant::now());
             state.claimed = Some(Claimed {
                 lane,
-                claimed_at: now,
+                claimed_at,
                 arrived: None,
             });
             let attempt = state.failures.saturating_add(1);
             self.depth[lane.index()] -= 1;
             self.in_flight += 1;
             self.report_depth(lane);
-            if let Some(metrics) = &self.metrics {
+            if let (Some(metrics), Some(now)) = (&self.metrics, claimed_at) {
                 metrics.queue_wait(lane, now.saturating_duration_since(pending.enqueued_at));
             }
             return Some(Claim {
@@ -1071,6 +1100,14 @@ mod tests {
     }
 
     #[test]
+    fn per_key_state_stays_small() {
+        // A bound, so a change that bloats the per-key state is noticed (BENCHMARKS.md quotes it).
+        let size = std::mem::size_of::<KeyState>();
+        eprintln!("KeyState: {size} bytes");
+        assert!(size <= 96, "KeyState grew to {size} bytes");
+    }
+
+    #[test]
     fn queue_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>(_: &T) {}
         assert_send_sync(&queue(1));
@@ -1150,6 +1187,120 @@ mod tests {
             let (k, lane, _) = self.pending.remove(index);
             self.in_flight.push((k, None));
             Some((k, lane))
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum TimedOp {
+        Push(u32, bool),
+        Schedule(u32, bool, u64),
+        Claim,
+        Complete(usize),
+        Fail(usize),
+        Advance(u64),
+    }
+
+    fn timed_op() -> impl Strategy<Value = TimedOp> {
+        prop_oneof![
+            3 => (0u32..8, any::<bool>()).prop_map(|(k, fast)| TimedOp::Push(k, fast)),
+            1 => (0u32..8, any::<bool>(), 0u64..5_000).prop_map(|(k, fast, ms)| TimedOp::Schedule(k, fast, ms)),
+            3 => Just(TimedOp::Claim),
+            2 => (0usize..8).prop_map(TimedOp::Complete),
+            1 => (0usize..8).prop_map(TimedOp::Fail),
+            1 => (0u64..3_000).prop_map(TimedOp::Advance),
+        ]
+    }
+
+    proptest! {
+        /// With failures, schedules and time: never a key claimed twice at once, a fast key
+        /// waiting means a normal claim happened only at the fairness bound, the counts match
+        /// the claims, and every key pushed, scheduled or failed is claimed again later:
+        /// nothing is lost, and all state is freed at the end.
+        #[test]
+        fn with_failures_and_time_nothing_is_lost(
+            burst in 1usize..4,
+            ops in proptest::collection::vec(timed_op(), 0..150),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut q = queue(burst);
+                let mut claimed: Vec<u32> = Vec::new();
+                // Keys owed a claim: pushed, scheduled or failed since their last claim began.
+                let mut owed: HashSet<u32> = HashSet::new();
+                let mut streak = 0usize;
+                let mut claim_one = |q: &mut TwoLaneQueue<u32>, claimed: &mut Vec<u32>, owed: &mut HashSet<u32>| -> Result<bool, TestCaseError> {
+                    let before = q.stats();
+                    let Some(c) = q.try_claim() else { return Ok(false) };
+                    let stats = q.stats();
+                    // Keys released by the clock in this call count as waiting before it.
+                    let fast_waiting = stats.fast + usize::from(c.lane == Lane::Fast) > 0;
+                    let normal_waiting = stats.normal + usize::from(c.lane == Lane::Normal) > 0;
+                    prop_assert!(!claimed.contains(&c.key), "key {} claimed twice at once", c.key);
+                    prop_assert_eq!(stats.in_flight, before.in_flight + 1);
+                    match c.lane {
+                        Lane::Fast if normal_waiting => {
+                            streak += 1;
+                            prop_assert!(streak <= burst, "fairness bound exceeded");
+                        }
+                        Lane::Fast => streak = 0,
+                        Lane::Normal => {
+                            prop_assert!(!fast_waiting || streak == burst, "normal before fast");
+                            streak = 0;
+                        }
+                    }
+                    claimed.push(c.key);
+                    owed.remove(&c.key);
+                    Ok(true)
+                };
+                for op in ops {
+                    match op {
+                        TimedOp::Push(k, fast) => {
+                            q.push(k, if fast { Lane::Fast } else { Lane::Normal });
+                            owed.insert(k);
+                        }
+                        TimedOp::Schedule(k, fast, ms) => {
+                            let lane = if fast { Lane::Fast } else { Lane::Normal };
+                            q.schedule(k, lane, Instant::now() + Duration::from_millis(ms));
+                            owed.insert(k);
+                        }
+                        TimedOp::Claim => {
+                            claim_one(&mut q, &mut claimed, &mut owed)?;
+                        }
+                        TimedOp::Complete(i) if !claimed.is_empty() => {
+                            let k = claimed.remove(i % claimed.len());
+                            q.complete(&k);
+                        }
+                        TimedOp::Fail(i) if !claimed.is_empty() => {
+                            let k = claimed.remove(i % claimed.len());
+                            q.fail(&k);
+                            owed.insert(k);
+                        }
+                        TimedOp::Advance(ms) => tokio::time::advance(Duration::from_millis(ms)).await,
+                        TimedOp::Complete(_) | TimedOp::Fail(_) => {}
+                    }
+                    prop_assert_eq!(q.stats().in_flight, claimed.len());
+                }
+                // Drain: complete everything, then wait out every delay and backoff (capped at 10 s).
+                for _ in 0..10_000 {
+                    for k in claimed.drain(..) {
+                        q.complete(&k);
+                    }
+                    if !claim_one(&mut q, &mut claimed, &mut owed)? {
+                        if q.is_empty() {
+                            break;
+                        }
+                        tokio::time::advance(Duration::from_millis(500)).await;
+                    }
+                }
+                prop_assert!(q.is_empty(), "left: {:?}", q.stats());
+                prop_assert!(owed.is_empty(), "lost keys: {:?}", owed);
+                prop_assert!(q.keys.is_empty(), "state freed");
+                Ok(())
+            })?;
         }
     }
 

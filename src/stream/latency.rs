@@ -174,7 +174,17 @@ impl LatencyRecorder {
     }
 }
 
-/// Percentiles of a [`LatencySnapshot`].
+/// Percentiles of a [`LatencySnapshot`]; `Display` prints them on one line.
+///
+/// ```
+/// use kube_sentinel::stream::LatencyRecorder;
+/// use std::time::Duration;
+/// let latency = LatencyRecorder::new();
+/// latency.record(Duration::from_millis(3));
+/// let summary = latency.snapshot().summary();
+/// assert_eq!((summary.count, summary.max), (1, Duration::from_millis(3)));
+/// assert!(summary.to_string().starts_with("n=1 "));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LatencySummary {
     /// Number of recorded durations.
@@ -204,6 +214,15 @@ impl fmt::Display for LatencySummary {
 }
 
 /// What a [`LatencyRecorder`] held at one instant.
+///
+/// ```
+/// use kube_sentinel::stream::LatencyRecorder;
+/// use std::time::Duration;
+/// let latency = LatencyRecorder::new();
+/// latency.record(Duration::from_micros(1500));
+/// let snapshot = latency.snapshot();
+/// assert_eq!(snapshot.histogram().len(), 1); // nanoseconds, 3 significant digits
+/// ```
 #[derive(Clone, Debug)]
 pub struct LatencySnapshot {
     /// In nanoseconds.
@@ -230,12 +249,14 @@ impl LatencySnapshot {
     /// ```
     pub fn summary(&self) -> LatencySummary {
         let h = &self.histogram;
+        // A bucket's representative value can exceed the exact maximum: clamp to it.
         let at = |q: f64| {
-            Duration::from_nanos(if h.is_empty() {
+            let ns = if h.is_empty() {
                 0
             } else {
                 h.value_at_quantile(q)
-            })
+            };
+            Duration::from_nanos(ns.min(self.max_ns))
         };
         let count = h.len();
         LatencySummary {

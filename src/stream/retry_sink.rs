@@ -46,6 +46,15 @@ use pin_project::pin_project;
 use tokio::time::{Instant, Sleep};
 
 /// How the caller classifies an operation's error.
+///
+/// ```
+/// use kube_sentinel::stream::Retry;
+/// fn classify(status: &u16) -> Retry {
+///     if *status == 409 || *status == 429 || *status >= 500 { Retry::Transient } else { Retry::Permanent }
+/// }
+/// assert_eq!(classify(&503), Retry::Transient);
+/// assert_eq!(classify(&422), Retry::Permanent);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
     /// Worth retrying after a backoff (a timeout, a conflict, a 5xx).
@@ -87,7 +96,7 @@ impl Default for RetryConfig {
     }
 }
 
-/// How an item ended.
+/// How an item ended (see [`RetrySink`]'s example).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status<O, E> {
     /// The operation succeeded with this output.
@@ -99,6 +108,18 @@ pub enum Status<O, E> {
 }
 
 /// The final result of one item, given to the [`RetrySink::on_outcome`] callback.
+///
+/// ```
+/// use kube_sentinel::stream::{Outcome, Status};
+/// fn log(outcome: Outcome<String, (), std::io::Error>) {
+///     match outcome.status {
+///         Status::Sent(()) => println!("{} patched after {} tries", outcome.key, outcome.attempts),
+///         Status::Failed(error) => eprintln!("{}: {error}", outcome.key),
+///         Status::Superseded => {}
+///     }
+/// }
+/// log(Outcome { key: "web".into(), attempts: 1, status: Status::Sent(()) });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome<K, O, E> {
     /// The item's key.
@@ -109,7 +130,7 @@ pub struct Outcome<K, O, E> {
     pub status: Status<O, E>,
 }
 
-/// Counts of a [`RetrySink`] at one instant, from [`RetryStats::snapshot`].
+/// Counts of a [`RetrySink`] at one instant, from [`RetryStats::snapshot`] (example there).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetryCounts {
     /// Items given to the sink.
@@ -281,7 +302,7 @@ type MergeFn<T> = Box<dyn FnMut(&mut T, T) + Send>;
 /// # }
 /// ```
 #[must_use = "sinks do nothing unless polled"]
-pub struct RetrySink<K, T, Op, Fut, Cl>
+pub struct RetrySink<K, T, Op, Cl, Fut>
 where
     Fut: TryFuture,
 {
@@ -301,9 +322,9 @@ where
 }
 
 // No field is ever pinned: operations are pinned inside `FuturesUnordered`'s own allocations.
-impl<K, T, Op, Fut: TryFuture, Cl> Unpin for RetrySink<K, T, Op, Fut, Cl> {}
+impl<K, T, Op, Cl, Fut: TryFuture> Unpin for RetrySink<K, T, Op, Cl, Fut> {}
 
-impl<K, T, Op, Fut: TryFuture, Cl> fmt::Debug for RetrySink<K, T, Op, Fut, Cl> {
+impl<K, T, Op, Cl, Fut: TryFuture> fmt::Debug for RetrySink<K, T, Op, Cl, Fut> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetrySink")
             .field("config", &self.config)
@@ -314,7 +335,7 @@ impl<K, T, Op, Fut: TryFuture, Cl> fmt::Debug for RetrySink<K, T, Op, Fut, Cl> {
     }
 }
 
-impl<K, T, Op, Fut, Cl> RetrySink<K, T, Op, Fut, Cl>
+impl<K, T, Op, Cl, Fut> RetrySink<K, T, Op, Cl, Fut>
 where
     K: Clone + Hash + Eq,
     T: Clone,
@@ -580,7 +601,7 @@ where
     }
 }
 
-impl<K, T, Op, Fut, Cl> Sink<(K, T)> for RetrySink<K, T, Op, Fut, Cl>
+impl<K, T, Op, Cl, Fut> Sink<(K, T)> for RetrySink<K, T, Op, Cl, Fut>
 where
     K: Clone + Hash + Eq,
     T: Clone,

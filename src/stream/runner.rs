@@ -43,7 +43,28 @@ impl<K, Fut: Future> Future for Work<K, Fut> {
 }
 
 /// Stream returned by [`run_two_lanes`] and
-/// [`ControllerStreamExt::two_lane_queue`](super::ControllerStreamExt::two_lane_queue).
+/// [`ControllerStreamExt::two_lane_queue`](super::ControllerStreamExt::two_lane_queue): yields
+/// `(key, lane, result)` per finished work.
+///
+/// ```
+/// use futures::{StreamExt, stream};
+/// use kube_sentinel::stream::{ControllerStreamExt, LanesConfig, Next, TwoLaneQueue};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let runner = stream::iter([1, 2]).two_lane_queue(
+///     stream::empty(),
+///     TwoLaneQueue::new(LanesConfig::default()),
+///     4,
+///     |claim| async move { if claim.key == 2 { Err("boom") } else { Ok(Next::Done) } },
+/// );
+/// futures::pin_mut!(runner);
+/// let (key, _, result) = runner.next().await.expect("first result");
+/// assert_eq!((key, result), (1, Ok(Next::Done)));
+/// let (key, _, result) = runner.next().await.expect("second result");
+/// assert_eq!((key, result), (2, Err("boom"))); // and 2 is retried after a backoff
+/// # }
+/// ```
 #[pin_project]
 #[must_use = "streams do nothing unless polled"]
 pub struct TwoLaneRunner<K, Fa, No, W, Fut> {
