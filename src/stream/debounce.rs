@@ -229,8 +229,29 @@ const NO_CAP: u32 = u32::MAX;
 /// Whole milliseconds, rounded up (tokio's timer has millisecond resolution), saturating at
 /// about 49 days.
 fn millis_ceil(duration: Duration) -> u32 {
-    let millis = duration.as_nanos().div_ceil(u128::from(NANOS_PER_MILLI));
+    let millis = duration
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(duration.subsec_nanos().div_ceil(1_000_000)));
     u32::try_from(millis).unwrap_or(NO_CAP - 1).min(NO_CAP - 1)
+}
+
+/// A [`Timing`] as a burst stores it.
+#[derive(Debug, Clone, Copy)]
+struct MillisTiming {
+    window_ms: u32,
+    max_wait_ms: u32,
+    mode: DebounceMode,
+}
+
+impl From<Timing> for MillisTiming {
+    fn from(timing: Timing) -> Self {
+        Self {
+            window_ms: millis_ceil(timing.window),
+            max_wait_ms: timing.max_wait.map_or(NO_CAP, millis_ceil),
+            mode: timing.mode,
+        }
+    }
 }
 
 /// An open burst of one key. Instants are nanoseconds since the combinator's `base` instant
@@ -324,7 +345,7 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
         key: K,
         item: I,
         now: u64,
-        timing_of: impl FnOnce(&I) -> Timing,
+        timing_of: impl FnOnce(&I) -> MillisTiming,
         max_jitter: Duration,
         fold: impl FnOnce(Option<A>, I) -> A,
     ) -> Option<Immediate<K, A>>
@@ -354,7 +375,11 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
                     // lose it.
                     return Some((key, value, false));
                 };
-                let jitter_ms = millis_ceil(jitter_of(&key, max_jitter));
+                let jitter_ms = if max_jitter.is_zero() {
+                    0
+                } else {
+                    millis_ceil(jitter_of(&key, max_jitter))
+                };
                 let (value, leading) = match timing.mode {
                     DebounceMode::Trailing => (Some(value), None),
                     DebounceMode::LeadingTrailing => (None, Some((key.clone(), value, true))),
@@ -365,10 +390,8 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
                     first_seen: now,
                     absorbed: u64::from(leading.is_none()),
                     deadline: now,
-                    quiet_ms: millis_ceil(timing.window)
-                        .saturating_add(jitter_ms)
-                        .min(NO_CAP - 1),
-                    max_wait_ms: timing.max_wait.map_or(NO_CAP, millis_ceil),
+                    quiet_ms: timing.window_ms.saturating_add(jitter_ms).min(NO_CAP - 1),
+                    max_wait_ms: timing.max_wait_ms,
                 };
                 burst.deadline = burst.deadline_after(now);
                 self.deadlines.push(Reverse(Due::new(burst.deadline, slot)));
@@ -455,6 +478,8 @@ pub struct DebounceKeyed<S, K, A, KF, TF, F> {
     timing_of: TF,
     fold: F,
     config: DebounceConfig,
+    /// `config.timing`, converted once.
+    default_timing: MillisTiming,
     bursts: Bursts<K, A>,
     /// Instant 0 of the bursts' nanosecond clock, set at the first poll (inside the runtime,
     /// so a paused clock is honoured).
@@ -484,6 +509,7 @@ where
             timing_of,
             fold,
             config,
+            default_timing: config.timing.into(),
             bursts: Bursts::new(),
             base: None,
             timer: None,
@@ -540,13 +566,13 @@ where
                     Poll::Ready(Some(item)) => {
                         budget -= 1;
                         let key = (this.key_of)(&item);
-                        let default_timing = this.config.timing;
+                        let default_timing = *this.default_timing;
                         let timing_of = &mut *this.timing_of;
                         if let Some((key, value, leading)) = this.bursts.absorb(
                             key,
                             item,
                             now,
-                            |item| timing_of(item).unwrap_or(default_timing),
+                            |item| timing_of(item).map_or(default_timing, MillisTiming::from),
                             this.config.max_jitter,
                             &mut *this.fold,
                         ) {
