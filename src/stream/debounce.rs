@@ -489,6 +489,23 @@ pub struct DebounceKeyed<S, K, A, KF, TF, F> {
     timer: Option<Pin<Box<Sleep>>>,
     /// The deadline the timer is set to.
     armed: Option<u64>,
+    /// The latest clock reading (or fired deadline), in nanoseconds since `base`.
+    seen_now: u64,
+}
+
+/// Reads the clock at most once per poll, and only when needed: to stamp an input item, or
+/// when the earliest deadline is later than the last reading.
+struct Clock {
+    base: Instant,
+    read: Option<Instant>,
+}
+
+impl Clock {
+    /// Now, as an instant and in nanoseconds since `base`.
+    fn now(&mut self) -> (Instant, u64) {
+        let now = *self.read.get_or_insert_with(Instant::now);
+        (now, nanos(now.saturating_duration_since(self.base)))
+    }
 }
 
 impl<S, K, A, KF, TF, F> DebounceKeyed<S, K, A, KF, TF, F>
@@ -514,6 +531,7 @@ where
             base: None,
             timer: None,
             armed: None,
+            seen_now: 0,
         }
     }
 
@@ -546,13 +564,12 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
-        let now_instant = Instant::now();
-        let base = *this.base.get_or_insert(now_instant);
+        let base = *this.base.get_or_insert_with(Instant::now);
         let at = |offset: u64| {
             base.checked_add(Duration::from_nanos(offset))
                 .unwrap_or(base)
         };
-        let mut now = nanos(now_instant.saturating_duration_since(base));
+        let mut clock = Clock { base, read: None };
 
         let mut budget_spent = false;
         if !*this.input_done {
@@ -565,6 +582,8 @@ where
                 match this.input.as_mut().poll_next(cx) {
                     Poll::Ready(Some(item)) => {
                         budget -= 1;
+                        let (now_instant, now) = clock.now();
+                        *this.seen_now = (*this.seen_now).max(now);
                         let key = (this.key_of)(&item);
                         let default_timing = *this.default_timing;
                         let timing_of = &mut *this.timing_of;
@@ -594,11 +613,12 @@ where
                 }
             }
         }
-        if *this.input_done && this.config.on_input_end == OnInputEnd::Immediately {
-            now = u64::MAX;
-        }
+        let flush = *this.input_done && this.config.on_input_end == OnInputEnd::Immediately;
 
         loop {
+            // A clock reading from an earlier poll is a safe "now": it can only make a
+            // deadline look later, never earlier.
+            let now = if flush { u64::MAX } else { *this.seen_now };
             if let Some(burst) = this.bursts.pop_due(now) {
                 let Some(value) = burst.value else {
                     continue;
@@ -617,6 +637,10 @@ where
                 }
                 break;
             };
+            if clock.read.is_none() {
+                *this.seen_now = (*this.seen_now).max(clock.now().1);
+                continue;
+            }
             let armed = &mut *this.armed;
             let timer = this.timer.get_or_insert_with(|| {
                 *armed = Some(deadline);
@@ -630,7 +654,7 @@ where
                 break;
             }
             // The timer has fired: trust it even if the clock reads a hair earlier.
-            now = now.max(deadline);
+            *this.seen_now = (*this.seen_now).max(deadline);
         }
         if budget_spent {
             cx.waker().wake_by_ref();
