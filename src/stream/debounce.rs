@@ -465,6 +465,11 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
     }
 }
 
+/// The timing function of
+/// [`ControllerStreamExt::debounce_keyed`](crate::stream::ControllerStreamExt::debounce_keyed):
+/// every burst takes `config.timing`.
+pub type ConfigTiming<I> = fn(&I) -> Option<Timing>;
+
 /// Stream returned by
 /// [`ControllerStreamExt::debounce_keyed`](crate::stream::ControllerStreamExt::debounce_keyed)
 /// and [`debounce_keyed_with`](crate::stream::ControllerStreamExt::debounce_keyed_with).
@@ -1142,10 +1147,10 @@ mod tests {
     /// One input item of the property test: key, sequence number, arrival (ms).
     type Event = (u8, usize, u64);
 
-    fn run_schedule(
-        delays: &[(u8, u64)],
-        config: DebounceConfig,
-    ) -> (Vec<Event>, Vec<Seen<u8, Vec<Event>>>, u64) {
+    /// Inputs, emissions, and when the input ended (ms).
+    type ScheduleRun = (Vec<Event>, Vec<Seen<u8, Vec<Event>>>, u64);
+
+    fn run_schedule(delays: &[(u8, u64)], config: DebounceConfig) -> ScheduleRun {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)

@@ -10,7 +10,9 @@ use std::hash::Hash;
 
 use futures::Stream;
 
-pub use debounce::{DebounceConfig, DebounceKeyed, DebounceMode, Debounced, OnInputEnd, Timing};
+pub use debounce::{
+    ConfigTiming, DebounceConfig, DebounceKeyed, DebounceMode, Debounced, OnInputEnd, Timing,
+};
 
 /// Fluent entry points for the combinators in this module.
 pub trait ControllerStreamExt: Stream {
@@ -62,7 +64,7 @@ pub trait ControllerStreamExt: Stream {
         config: DebounceConfig,
         key: KF,
         fold: F,
-    ) -> DebounceKeyed<Self, K, A, KF, fn(&Self::Item) -> Option<Timing>, F>
+    ) -> DebounceKeyed<Self, K, A, KF, ConfigTiming<Self::Item>, F>
     where
         Self: Sized,
         K: Hash + Eq + Clone,
