@@ -6,6 +6,9 @@
 //! Run: `cargo bench --bench debounce -- --warm-up-time 1 --measurement-time 3`.
 //! Memory per pending key is measured by the `debounce_memory` bench.
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 mod common;
 
 use common::{Approach, EVENTS, paused_runtime, run};

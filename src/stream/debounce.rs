@@ -229,8 +229,29 @@ const NO_CAP: u32 = u32::MAX;
 /// Whole milliseconds, rounded up (tokio's timer has millisecond resolution), saturating at
 /// about 49 days.
 fn millis_ceil(duration: Duration) -> u32 {
-    let millis = duration.as_nanos().div_ceil(u128::from(NANOS_PER_MILLI));
+    let millis = duration
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(duration.subsec_nanos().div_ceil(1_000_000)));
     u32::try_from(millis).unwrap_or(NO_CAP - 1).min(NO_CAP - 1)
+}
+
+/// A [`Timing`] as a burst stores it.
+#[derive(Debug, Clone, Copy)]
+struct MillisTiming {
+    window_ms: u32,
+    max_wait_ms: u32,
+    mode: DebounceMode,
+}
+
+impl From<Timing> for MillisTiming {
+    fn from(timing: Timing) -> Self {
+        Self {
+            window_ms: millis_ceil(timing.window),
+            max_wait_ms: timing.max_wait.map_or(NO_CAP, millis_ceil),
+            mode: timing.mode,
+        }
+    }
 }
 
 /// An open burst of one key. Instants are nanoseconds since the combinator's `base` instant
@@ -324,7 +345,7 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
         key: K,
         item: I,
         now: u64,
-        timing_of: impl FnOnce(&I) -> Timing,
+        timing_of: impl FnOnce(&I) -> MillisTiming,
         max_jitter: Duration,
         fold: impl FnOnce(Option<A>, I) -> A,
     ) -> Option<Immediate<K, A>>
@@ -354,7 +375,11 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
                     // lose it.
                     return Some((key, value, false));
                 };
-                let jitter_ms = millis_ceil(jitter_of(&key, max_jitter));
+                let jitter_ms = if max_jitter.is_zero() {
+                    0
+                } else {
+                    millis_ceil(jitter_of(&key, max_jitter))
+                };
                 let (value, leading) = match timing.mode {
                     DebounceMode::Trailing => (Some(value), None),
                     DebounceMode::LeadingTrailing => (None, Some((key.clone(), value, true))),
@@ -365,10 +390,8 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
                     first_seen: now,
                     absorbed: u64::from(leading.is_none()),
                     deadline: now,
-                    quiet_ms: millis_ceil(timing.window)
-                        .saturating_add(jitter_ms)
-                        .min(NO_CAP - 1),
-                    max_wait_ms: timing.max_wait.map_or(NO_CAP, millis_ceil),
+                    quiet_ms: timing.window_ms.saturating_add(jitter_ms).min(NO_CAP - 1),
+                    max_wait_ms: timing.max_wait_ms,
                 };
                 burst.deadline = burst.deadline_after(now);
                 self.deadlines.push(Reverse(Due::new(burst.deadline, slot)));
@@ -442,6 +465,11 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
     }
 }
 
+/// The timing function of
+/// [`ControllerStreamExt::debounce_keyed`](crate::stream::ControllerStreamExt::debounce_keyed):
+/// every burst takes `config.timing`.
+pub type ConfigTiming<I> = fn(&I) -> Option<Timing>;
+
 /// Stream returned by
 /// [`ControllerStreamExt::debounce_keyed`](crate::stream::ControllerStreamExt::debounce_keyed)
 /// and [`debounce_keyed_with`](crate::stream::ControllerStreamExt::debounce_keyed_with).
@@ -455,6 +483,8 @@ pub struct DebounceKeyed<S, K, A, KF, TF, F> {
     timing_of: TF,
     fold: F,
     config: DebounceConfig,
+    /// `config.timing`, converted once.
+    default_timing: MillisTiming,
     bursts: Bursts<K, A>,
     /// Instant 0 of the bursts' nanosecond clock, set at the first poll (inside the runtime,
     /// so a paused clock is honoured).
@@ -464,6 +494,23 @@ pub struct DebounceKeyed<S, K, A, KF, TF, F> {
     timer: Option<Pin<Box<Sleep>>>,
     /// The deadline the timer is set to.
     armed: Option<u64>,
+    /// The latest clock reading (or fired deadline), in nanoseconds since `base`.
+    seen_now: u64,
+}
+
+/// Reads the clock at most once per poll, and only when needed: to stamp an input item, or
+/// when the earliest deadline is later than the last reading.
+struct Clock {
+    base: Instant,
+    read: Option<Instant>,
+}
+
+impl Clock {
+    /// Now, as an instant and in nanoseconds since `base`.
+    fn now(&mut self) -> (Instant, u64) {
+        let now = *self.read.get_or_insert_with(Instant::now);
+        (now, nanos(now.saturating_duration_since(self.base)))
+    }
 }
 
 impl<S, K, A, KF, TF, F> DebounceKeyed<S, K, A, KF, TF, F>
@@ -484,10 +531,12 @@ where
             timing_of,
             fold,
             config,
+            default_timing: config.timing.into(),
             bursts: Bursts::new(),
             base: None,
             timer: None,
             armed: None,
+            seen_now: 0,
         }
     }
 
@@ -520,13 +569,12 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
-        let now_instant = Instant::now();
-        let base = *this.base.get_or_insert(now_instant);
+        let base = *this.base.get_or_insert_with(Instant::now);
         let at = |offset: u64| {
             base.checked_add(Duration::from_nanos(offset))
                 .unwrap_or(base)
         };
-        let mut now = nanos(now_instant.saturating_duration_since(base));
+        let mut clock = Clock { base, read: None };
 
         let mut budget_spent = false;
         if !*this.input_done {
@@ -539,14 +587,16 @@ where
                 match this.input.as_mut().poll_next(cx) {
                     Poll::Ready(Some(item)) => {
                         budget -= 1;
+                        let (now_instant, now) = clock.now();
+                        *this.seen_now = (*this.seen_now).max(now);
                         let key = (this.key_of)(&item);
-                        let default_timing = this.config.timing;
+                        let default_timing = *this.default_timing;
                         let timing_of = &mut *this.timing_of;
                         if let Some((key, value, leading)) = this.bursts.absorb(
                             key,
                             item,
                             now,
-                            |item| timing_of(item).unwrap_or(default_timing),
+                            |item| timing_of(item).map_or(default_timing, MillisTiming::from),
                             this.config.max_jitter,
                             &mut *this.fold,
                         ) {
@@ -568,11 +618,12 @@ where
                 }
             }
         }
-        if *this.input_done && this.config.on_input_end == OnInputEnd::Immediately {
-            now = u64::MAX;
-        }
+        let flush = *this.input_done && this.config.on_input_end == OnInputEnd::Immediately;
 
         loop {
+            // A clock reading from an earlier poll is a safe "now": it can only make a
+            // deadline look later, never earlier.
+            let now = if flush { u64::MAX } else { *this.seen_now };
             if let Some(burst) = this.bursts.pop_due(now) {
                 let Some(value) = burst.value else {
                     continue;
@@ -591,6 +642,10 @@ where
                 }
                 break;
             };
+            if clock.read.is_none() {
+                *this.seen_now = (*this.seen_now).max(clock.now().1);
+                continue;
+            }
             let armed = &mut *this.armed;
             let timer = this.timer.get_or_insert_with(|| {
                 *armed = Some(deadline);
@@ -604,7 +659,7 @@ where
                 break;
             }
             // The timer has fired: trust it even if the clock reads a hair earlier.
-            now = now.max(deadline);
+            *this.seen_now = (*this.seen_now).max(deadline);
         }
         if budget_spent {
             cx.waker().wake_by_ref();
@@ -1092,10 +1147,10 @@ mod tests {
     /// One input item of the property test: key, sequence number, arrival (ms).
     type Event = (u8, usize, u64);
 
-    fn run_schedule(
-        delays: &[(u8, u64)],
-        config: DebounceConfig,
-    ) -> (Vec<Event>, Vec<Seen<u8, Vec<Event>>>, u64) {
+    /// Inputs, emissions, and when the input ended (ms).
+    type ScheduleRun = (Vec<Event>, Vec<Seen<u8, Vec<Event>>>, u64);
+
+    fn run_schedule(delays: &[(u8, u64)], config: DebounceConfig) -> ScheduleRun {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)

@@ -14,7 +14,9 @@ pub mod latency;
 pub mod retry_sink;
 pub mod runner;
 
-pub use debounce::{DebounceConfig, DebounceKeyed, DebounceMode, Debounced, OnInputEnd, Timing};
+pub use debounce::{
+    ConfigTiming, DebounceConfig, DebounceKeyed, DebounceMode, Debounced, OnInputEnd, Timing,
+};
 pub use lanes::{
     Claim, Lane, LanesConfig, Next, PrometheusQueueMetrics, QueueMetrics, QueueStats, TwoLaneQueue,
 };
@@ -114,7 +116,7 @@ pub trait ControllerStreamExt: Stream {
         config: DebounceConfig,
         key: KF,
         fold: F,
-    ) -> DebounceKeyed<Self, K, A, KF, fn(&Self::Item) -> Option<Timing>, F>
+    ) -> DebounceKeyed<Self, K, A, KF, ConfigTiming<Self::Item>, F>
     where
         Self: Sized,
         K: Hash + Eq + Clone,
