@@ -159,6 +159,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     tokio::pin!(shutdown);
+    refuse_to_clobber(&options.kubeconfig)?;
     println!("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)");
     let plane = tokio::select! {
         plane = ControlPlane::start(config) => plane?,
@@ -361,6 +362,19 @@ async fn demonstrate(
     );
     report_program_figures(programs).await;
     Ok(())
+}
+
+/// Fails if `path` holds a kubeconfig that is not a local control plane's (one left by an
+/// earlier demo or `testenv` is fine): the demo overwrites the file and removes it at the end.
+fn refuse_to_clobber(path: &Path) -> Result<()> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.contains("https://127.0.0.1:") => bail!(
+            "{} exists and is not a local control plane's kubeconfig; the demo would overwrite \
+             and then remove it: pass another --kubeconfig",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The documents of `yaml` except Deployments, as a multi-document YAML (JSON) text.
@@ -863,6 +877,29 @@ mod tests {
         let sample = manifests::parse(SAMPLE).expect("sample");
         assert_eq!(sample.len(), 1);
         assert_eq!(sample[0]["metadata"]["name"], CLUSTER_NAME);
+    }
+
+    #[test]
+    fn never_overwrites_a_kubeconfig_of_another_cluster() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config");
+        assert!(refuse_to_clobber(&path).is_ok(), "a new file");
+        std::fs::write(
+            &path,
+            "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n",
+        )
+        .expect("write");
+        assert!(refuse_to_clobber(&path).is_ok(), "a local control plane's");
+        std::fs::write(
+            &path,
+            "clusters:\n- cluster:\n    server: https://prod.example:443\n",
+        )
+        .expect("write");
+        let err = refuse_to_clobber(&path).expect_err("another cluster's");
+        assert!(
+            err.to_string().contains("pass another --kubeconfig"),
+            "{err}"
+        );
     }
 
     #[test]
