@@ -63,7 +63,7 @@ const SENTINEL_ACCOUNT: &str = "sentinel";
 /// Lifetime of the programs' ServiceAccount tokens: longer than anyone plays with a demo.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest wait for a program's `/readyz`, the StatefulCluster's readiness, or one revert.
-const WAIT: Duration = Duration::from_secs(90);
+const WAIT: Duration = Duration::from_secs(60);
 /// How often a round reads the drifted object and the custom resource back.
 const POLL: Duration = Duration::from_millis(25);
 
@@ -159,6 +159,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     tokio::pin!(shutdown);
+    refuse_to_clobber(&options.kubeconfig)?;
     println!("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)");
     let plane = tokio::select! {
         plane = ControlPlane::start(config) => plane?,
@@ -179,7 +180,7 @@ pub async fn run(
         }
     };
     // Held for the whole demo, so that pods created with kubectl later also become Ready.
-    let _kubelet = match plane.admin_client().await {
+    let kubelet = match plane.admin_client().await {
         Ok(admin) => PodReadiness::start(admin, DEMO_NAMESPACE),
         Err(e) => {
             plane.stop().await;
@@ -212,6 +213,7 @@ pub async fn run(
     for program in programs {
         program.stop().await;
     }
+    drop(kubelet);
     plane.stop().await;
     let _ = std::fs::remove_file(&options.kubeconfig);
     match outcome {
@@ -316,8 +318,15 @@ async fn demonstrate(
     let latency = LatencyRecorder::new();
     let total = options.rounds.saturating_mul(DriftKind::ALL.len() as u32);
     let cluster = Cluster::new(&admin);
+    let operator_port = programs
+        .iter()
+        .find(|p| p.name == "operator")
+        .map(|p| p.port)
+        .context("the operator is not running")?;
+    settle(&cluster, operator_port, None).await;
     for round in 0..total {
         let kind = DriftKind::ALL[round as usize % DriftKind::ALL.len()];
+        let full_before = full_reconciles(operator_port).await;
         let reverted = tokio::select! {
             result = drift_and_wait(&cluster, kind) => result
                 .with_context(|| format!("round {} ({kind} on {})", round + 1, kind.object()))?,
@@ -325,13 +334,17 @@ async fn demonstrate(
         };
         latency.record(reverted.elapsed);
         println!(
-            "round {:>3}/{total}  {:<24} {:<20} reverted in {:>5} ms  trigger {}",
+            "round {:>3}/{total}  {:<24} {:<20} reverted in {:>5} ms  ({}, trigger {})",
             round + 1,
             kind.object(),
             kind.to_string(),
             reverted.elapsed.as_millis(),
+            reverted.outcome,
             reverted.trigger_id
         );
+        // The fast path queues a full reconcile after each revert. Let it finish, so that the
+        // next round's drift is reverted by the fast path, not by that reconcile in passing.
+        settle(&cluster, operator_port, full_before).await;
     }
     let summary = latency.snapshot().summary();
     println!(
@@ -349,6 +362,19 @@ async fn demonstrate(
     );
     report_program_figures(programs).await;
     Ok(())
+}
+
+/// Fails if `path` holds a kubeconfig that is not a local control plane's (one left by an
+/// earlier demo or `testenv` is fine): the demo overwrites the file and removes it at the end.
+fn refuse_to_clobber(path: &Path) -> Result<()> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.contains("https://127.0.0.1:") => bail!(
+            "{} exists and is not a local control plane's kubeconfig; the demo would overwrite \
+             and then remove it: pass another --kubeconfig",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The documents of `yaml` except Deployments, as a multi-document YAML (JSON) text.
@@ -419,6 +445,8 @@ enum Baseline {
 struct Reverted {
     elapsed: Duration,
     trigger_id: String,
+    /// The operator's `lastOutcome`: `corrected` when its fast path made the revert.
+    outcome: String,
 }
 
 impl Cluster {
@@ -521,15 +549,36 @@ impl Cluster {
         Ok(())
     }
 
-    /// The current trigger and whether the operator has acknowledged it.
-    async fn trigger(&self) -> Result<(Option<String>, bool)> {
+    /// Whether the custom resource reads Ready and not Progressing for its generation.
+    async fn settled(&self) -> bool {
+        let Ok(cr) = self.crs.get(CLUSTER_NAME).await else {
+            return false;
+        };
+        let Some(status) = cr.status else {
+            return false;
+        };
+        let is = |type_: &str| {
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == type_ && c.status == "True")
+        };
+        status.observed_generation == cr.metadata.generation && is("Ready") && !is("Progressing")
+    }
+
+    /// The current trigger, and the outcome if the operator has acknowledged it.
+    async fn trigger(&self) -> Result<(Option<String>, Option<String>)> {
         let cr = self.crs.get(CLUSTER_NAME).await?;
         let sentinel = cr.status.and_then(|s| s.sentinel);
         let id = sentinel.as_ref().and_then(|s| s.trigger.trigger_id.clone());
-        let handled = sentinel
-            .as_ref()
-            .is_some_and(|s| id.is_some() && s.last_handled_trigger_id == id);
-        Ok((id, handled))
+        let outcome = sentinel
+            .filter(|s| id.is_some() && s.last_handled_trigger_id == id)
+            .map(|s| {
+                s.last_outcome
+                    .map(|o| format!("{o:?}").to_lowercase())
+                    .unwrap_or_else(|| "unknown".into())
+            });
+        Ok((id, outcome))
     }
 }
 
@@ -554,13 +603,14 @@ async fn drift_and_wait(cluster: &Cluster, kind: DriftKind) -> Result<Reverted> 
     cluster.drift(kind).await.context("drifting")?;
     let deadline = started + WAIT;
     loop {
-        let (id, handled) = cluster.trigger().await?;
-        if let Some(id) = id.filter(|id| handled && Some(id) != previous.as_ref())
+        let (id, outcome) = cluster.trigger().await?;
+        if let (Some(id), Some(outcome)) = (id.filter(|id| Some(id) != previous.as_ref()), outcome)
             && cluster.restored(kind, &baseline).await?
         {
             return Ok(Reverted {
                 elapsed: started.elapsed(),
                 trigger_id: id,
+                outcome,
             });
         }
         if Instant::now() > deadline {
@@ -572,6 +622,42 @@ async fn drift_and_wait(cluster: &Cluster, kind: DriftKind) -> Result<Reverted> 
             );
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Full reconciles the operator has completed, from its `/metrics`; `None` if unreadable.
+async fn full_reconciles(port: u16) -> Option<u64> {
+    let body = http_get(port, "/metrics").await.ok()?;
+    Some(
+        body.lines()
+            .filter(|l| {
+                l.starts_with("kube_sentinel_operator_reconciles_total{")
+                    && l.contains("path=\"full\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
+
+/// Waits until the operator has completed a full reconcile since `after` (a count from
+/// [`full_reconciles`]), the cluster reads Ready and not Progressing (an image revert rolls the
+/// pods; the operator rechecks a progressing cluster every 2 s), and no full reconcile has
+/// completed for a second: nothing of it is still in flight. Gives up quietly after 60 s; the
+/// rounds measure correctly either way.
+async fn settle(cluster: &Cluster, port: u16, after: Option<u64>) {
+    let deadline = Instant::now() + WAIT;
+    let mut last = full_reconciles(port).await;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = full_reconciles(port).await;
+        let followed_up = match (after, now) {
+            (Some(before), Some(now)) => now > before,
+            _ => true,
+        };
+        if followed_up && now == last && cluster.settled().await {
+            return;
+        }
+        last = now;
     }
 }
 
@@ -791,6 +877,29 @@ mod tests {
         let sample = manifests::parse(SAMPLE).expect("sample");
         assert_eq!(sample.len(), 1);
         assert_eq!(sample[0]["metadata"]["name"], CLUSTER_NAME);
+    }
+
+    #[test]
+    fn never_overwrites_a_kubeconfig_of_another_cluster() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config");
+        assert!(refuse_to_clobber(&path).is_ok(), "a new file");
+        std::fs::write(
+            &path,
+            "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n",
+        )
+        .expect("write");
+        assert!(refuse_to_clobber(&path).is_ok(), "a local control plane's");
+        std::fs::write(
+            &path,
+            "clusters:\n- cluster:\n    server: https://prod.example:443\n",
+        )
+        .expect("write");
+        let err = refuse_to_clobber(&path).expect_err("another cluster's");
+        assert!(
+            err.to_string().contains("pass another --kubeconfig"),
+            "{err}"
+        );
     }
 
     #[test]

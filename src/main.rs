@@ -148,7 +148,13 @@ async fn demo(args: DemoArgs, exit_on_stdin_eof: bool) -> Result<()> {
         rounds: args.rounds,
         exit_when_done: args.exit_when_done,
     };
-    kube_sentinel::demo::run(config, options, wait_for_shutdown(exit_on_stdin_eof)).await
+    kube_sentinel::demo::run(config, options, wait_for_shutdown(exit_on_stdin_eof)).await?;
+    if exit_on_stdin_eof {
+        // The demo ended by itself while its standard input is still open: tokio's stdin reader
+        // is a blocking thread that the runtime would wait for at exit, forever.
+        std::process::exit(0);
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or (if asked) end of standard input.

@@ -1,0 +1,116 @@
+//! `kube-sentinel demo` end to end, as a person runs it: its own control plane, the operator
+//! and the sentinel as processes under their ServiceAccounts, five drifts reverted and a
+//! summary, then a clean exit.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use kube_sentinel::testenv::ControlPlaneConfig;
+
+#[test]
+fn demo_reverts_five_drifts_and_exits_cleanly() {
+    // KUBE_SENTINEL_BIN_DIR when set, else the build script's (cached) output.
+    let bin_dir = ControlPlaneConfig::from_build_script()
+        .expect("control-plane binaries")
+        .bin_dir;
+    // Not the shared control plane's: the demo starts its own.
+    let dir = tempfile::Builder::new()
+        .prefix("kube-sentinel-e2e-demo-")
+        .tempdir()
+        .expect("workdir");
+    let workdir = dir.path();
+    let kubeconfig = workdir.join("demo.kubeconfig");
+    let stderr = std::fs::File::create(workdir.join("demo.stderr")).expect("stderr file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
+        .args([
+            "--exit-on-stdin-eof",
+            "demo",
+            "--exit-when-done",
+            "--rounds",
+            "1",
+        ])
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        // Held open until the demo ends: if this test dies, the demo stops.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn kube-sentinel demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut output = Vec::new();
+    let status = loop {
+        output.extend(lines_rx.try_iter());
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the demo did not finish in time; output:\n{}",
+                output.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The reader thread ends at end of file.
+    std::thread::sleep(Duration::from_millis(200));
+    output.extend(lines_rx.try_iter());
+    let text = output.join("\n");
+    let stderr = std::fs::read_to_string(workdir.join("demo.stderr")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "{status}\n{text}\n---- stderr ----\n{stderr}"
+    );
+
+    let rounds: Vec<&String> = output
+        .iter()
+        .filter(|l| l.starts_with("round ") && l.contains(" reverted in "))
+        .collect();
+    assert_eq!(rounds.len(), 5, "{text}");
+    for (line, object) in rounds.iter().zip([
+        "StatefulSet/minimal",
+        "StatefulSet/minimal",
+        "Service/minimal",
+        "ConfigMap/minimal-config",
+        "Service/minimal",
+    ]) {
+        assert!(line.contains(object), "{line}");
+        assert!(line.contains("trigger "), "{line}");
+    }
+    let summary = output
+        .iter()
+        .find(|l| l.starts_with("drift-to-revert over 5 rounds: p50 "))
+        .unwrap_or_else(|| panic!("no summary:\n{text}"));
+    assert!(
+        summary.contains(" p99 ") && summary.contains(" max "),
+        "{summary}"
+    );
+    assert!(
+        text.contains("kube_sentinel_sentinel_triggers_written_total 5"),
+        "{text}"
+    );
+    assert!(text.contains("operator /debug/latency:"), "{text}");
+    assert!(
+        !kubeconfig.exists(),
+        "the demo removes its kubeconfig when it stops"
+    );
+    eprintln!("{text}");
+}
