@@ -1,6 +1,8 @@
-//! A small controller of its own, without Kubernetes: keys from a synthetic event stream go
-//! through the two-lane queue to a reconcile function.
+//! A small controller of its own, without Kubernetes: change events are debounced per key,
+//! then go through the two-lane queue to a reconcile function.
 //!
+//! * drift events come in bursts; `debounce_keyed` turns each burst on one object into one
+//!   trigger (trailing window 30 ms, at most 100 ms late under continuous drift);
 //! * an initial list of objects arrives on the normal lane (as a watcher's `InitApply`);
 //! * drift triggers arrive on the fast lane: the reconcile reverts, then asks for a full
 //!   reconcile on the normal lane, which runs after the revert, never beside it;
@@ -14,7 +16,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use kube_sentinel::stream::{
-    Claim, ControllerStreamExt, Lane, LanesConfig, LatencyRecorder, Next, TwoLaneQueue,
+    Claim, ControllerStreamExt, DebounceConfig, Lane, LanesConfig, LatencyRecorder, Next,
+    TwoLaneQueue,
 };
 use tokio::time::{Instant, sleep};
 
@@ -26,7 +29,7 @@ struct TransientError {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let start = Instant::now();
-    let (fast_tx, fast_rx) = mpsc::unbounded::<&'static str>();
+    let (drift_tx, drift_rx) = mpsc::unbounded::<(&'static str, u32)>();
     let (normal_tx, normal_rx) = mpsc::unbounded::<&'static str>();
 
     // The synthetic event source: an initial list, then drift on two objects, then a resync.
@@ -35,10 +38,16 @@ async fn main() {
             let _ = normal_tx.unbounded_send(name);
         }
         sleep(Duration::from_millis(10)).await;
-        let _ = fast_tx.unbounded_send("queue-0"); // still waiting on the normal lane: promoted
+        // Three edits of queue-0 in a burst: one trigger, after the window. The object is
+        // still waiting on the normal lane then, so it is promoted.
+        for edit in 1..=3 {
+            let _ = drift_tx.unbounded_send(("queue-0", edit));
+        }
         sleep(Duration::from_millis(80)).await;
-        let _ = fast_tx.unbounded_send("web-1");
-        let _ = fast_tx.unbounded_send("web-1"); // coalesced
+        for edit in 1..=5 {
+            let _ = drift_tx.unbounded_send(("web-1", edit));
+            sleep(Duration::from_millis(5)).await;
+        }
         sleep(Duration::from_millis(150)).await;
         for name in ["web-0", "db-0"] {
             let _ = normal_tx.unbounded_send(name);
@@ -77,7 +86,22 @@ async fn main() {
         retry_backoff_base: Duration::from_millis(50),
         ..LanesConfig::default()
     };
-    let mut results = fast_rx.two_lane_queue(normal_rx, TwoLaneQueue::new(config), 2, reconcile);
+    let triggers = drift_rx
+        .debounce_keyed(
+            DebounceConfig::trailing(Duration::from_millis(30))
+                .max_wait(Duration::from_millis(100)),
+            |(name, _edit)| *name,
+            |_previous, (_name, edit)| edit,
+        )
+        .map(move |burst| {
+            let ms = (Instant::now() - start).as_millis();
+            println!(
+                "{ms:>5} ms  trigger {:<8} {} edits in one burst, last edit #{}",
+                burst.key, burst.absorbed, burst.value
+            );
+            burst.key
+        });
+    let mut results = triggers.two_lane_queue(normal_rx, TwoLaneQueue::new(config), 2, reconcile);
     while let Some((key, lane, result)) = results.next().await {
         let ms = (Instant::now() - start).as_millis();
         match result {
