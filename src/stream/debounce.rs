@@ -19,6 +19,11 @@
 //!   ([`OnInputEnd::AtDeadline`]) or at once ([`OnInputEnd::Immediately`]); then the stream
 //!   ends. No item is lost.
 //!
+//! Each emission carries the fold of its items, how many it absorbed, and `first_seen`: when
+//! the burst's first item arrived (for a trailing emission after a leading one, the leading
+//! item), so that `first_seen` to emission is the burst's latency. Durations have millisecond
+//! resolution, like tokio's timer.
+//!
 //! An item that is ready on the input when a deadline is reached is folded into that burst:
 //! each poll drains the ready input (at most a fixed budget of items, then the task wakes itself
 //! so others may run) before it fires deadlines.
