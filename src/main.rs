@@ -8,7 +8,6 @@ use kube_sentinel::{
     telemetry,
     testenv::{ControlPlane, ControlPlaneConfig},
 };
-use tokio::io::AsyncReadExt;
 
 /// Detects and reverts drift in Kubernetes infrastructure within seconds.
 #[derive(Parser)]
@@ -148,25 +147,36 @@ async fn demo(args: DemoArgs, exit_on_stdin_eof: bool) -> Result<()> {
         rounds: args.rounds,
         exit_when_done: args.exit_when_done,
     };
-    kube_sentinel::demo::run(config, options, wait_for_shutdown(exit_on_stdin_eof)).await?;
-    if exit_on_stdin_eof {
-        // The demo ended by itself while its standard input is still open: tokio's stdin reader
-        // is a blocking thread that the runtime would wait for at exit, forever.
-        std::process::exit(0);
-    }
-    Ok(())
+    kube_sentinel::demo::run(config, options, wait_for_shutdown(exit_on_stdin_eof)).await
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or (if asked) end of standard input.
 async fn wait_for_shutdown(on_stdin_eof: bool) {
     let stdin_eof = async {
         if on_stdin_eof {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = [0u8; 64];
-            // Any read error also means the parent is gone.
-            while let Ok(n) = stdin.read(&mut buf).await {
-                if n == 0 {
-                    break;
+            // A plain thread, not tokio's stdin: a read blocked in tokio's blocking pool would
+            // keep the runtime from shutting down after a signal while the parent holds the pipe.
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name("stdin-eof".into())
+                .spawn(move || {
+                    use std::io::Read;
+                    let mut buf = [0u8; 64];
+                    // Any read error also means the parent is gone.
+                    while let Ok(n) = std::io::stdin().read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    let _ = tx.send(());
+                });
+            match spawned {
+                Ok(_) => {
+                    let _ = rx.await;
+                }
+                Err(e) => {
+                    eprintln!("kube-sentinel: cannot watch standard input: {e}");
+                    std::future::pending::<()>().await;
                 }
             }
         } else {
