@@ -62,6 +62,7 @@
 //! need `&mut self` and so happen in the owning task, which polls again afterwards; they do not
 //! wake it. [`run_two_lanes`](super::run_two_lanes) is the usual owner.
 
+use super::due::Due;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -377,35 +378,6 @@ struct Claimed {
     arrived: Option<Lane>,
 }
 
-/// A heap entry of a delayed key, ordered by instant then sequence (unique), never by key. An
-/// entry whose sequence no longer matches its key's `Delayed` is stale and dropped when popped.
-#[derive(Debug)]
-struct DelayedEntry<K> {
-    at: Instant,
-    seq: u64,
-    key: K,
-}
-
-impl<K> PartialEq for DelayedEntry<K> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl<K> Eq for DelayedEntry<K> {}
-
-impl<K> PartialOrd for DelayedEntry<K> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<K> Ord for DelayedEntry<K> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 /// Where one key is. `pending` and `claimed` exclude each other; `delayed` excludes `pending`
 /// but may coexist with `claimed` (it becomes an arrival when due).
 #[derive(Debug, Default)]
@@ -454,7 +426,9 @@ pub struct TwoLaneQueue<K> {
     /// was promoted) and skipped.
     lanes: [VecDeque<(u64, K)>; 2],
     depth: [usize; 2],
-    delayed: BinaryHeap<Reverse<DelayedEntry<K>>>,
+    /// Delayed keys by instant; an entry whose sequence no longer matches its key's
+    /// `Delayed` is stale and dropped when popped.
+    delayed: BinaryHeap<Reverse<Due<K>>>,
     delayed_count: usize,
     in_flight: usize,
     next_seq: u64,
@@ -596,7 +570,7 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
             }
         }
         self.next_seq += 1;
-        self.delayed.push(Reverse(DelayedEntry { at, seq, key }));
+        self.delayed.push(Reverse(Due { at, seq, key }));
     }
 
     /// Gives back a claim that succeeded: the key's backoff is reset, and if it was pushed while
@@ -700,7 +674,7 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
             if let Some(claim) = self.claim_pending() {
                 return Poll::Ready(claim);
             }
-            let Some(Reverse(DelayedEntry { at, .. })) = self.delayed.peek() else {
+            let Some(Reverse(Due { at, .. })) = self.delayed.peek() else {
                 return Poll::Pending;
             };
             let at = *at;
@@ -722,7 +696,7 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
     fn release_due(&mut self, now: Instant) {
         while let Some(Reverse(top)) = self.delayed.peek() {
             let (at, seq) = (top.at, top.seq);
-            let Some(Reverse(DelayedEntry { key, .. })) = self.delayed.pop() else {
+            let Some(Reverse(Due { key, .. })) = self.delayed.pop() else {
                 break;
             };
             let Some(state) = self.keys.get_mut(&key) else {
@@ -733,7 +707,7 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
                 continue;
             }
             if at > now {
-                self.delayed.push(Reverse(DelayedEntry { at, seq, key }));
+                self.delayed.push(Reverse(Due { at, seq, key }));
                 break;
             }
             let Some(delayed) = state.delayed.take() else {

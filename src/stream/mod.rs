@@ -9,6 +9,7 @@ use std::{future::Future, hash::Hash};
 use futures::Stream;
 
 pub mod debounce;
+mod due;
 pub mod lanes;
 pub mod latency;
 pub mod retry_sink;

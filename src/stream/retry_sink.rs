@@ -28,6 +28,7 @@
 //! `max_attempts: None` a key whose operation keeps failing transiently is retried forever, and
 //! `close` does not finish.
 
+use super::due::Due;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -222,30 +223,6 @@ struct Running<T> {
 struct Slot<T> {
     running: Option<Running<T>>,
     waiting: Option<Waiting<T>>,
-}
-
-/// A retry heap entry, ordered by instant then sequence (never by key).
-struct Due<K> {
-    at: Instant,
-    seq: u64,
-    key: K,
-}
-
-impl<K> PartialEq for Due<K> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl<K> Eq for Due<K> {}
-impl<K> PartialOrd for Due<K> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<K> Ord for Due<K> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
 }
 
 /// One operation in flight, tagged with its key.
