@@ -201,6 +201,9 @@ impl SentinelArgs {
     }
 }
 
+/// Longest the sentinel keeps writing pending triggers after a shutdown signal.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
+
 /// A burst ready to be written, with the instant its first event arrived.
 #[derive(Clone, Debug)]
 struct Pending {
@@ -480,7 +483,23 @@ pub async fn run(
         selector = %selector, owner = %args.owner_resource, namespace = args.namespace.as_deref().unwrap_or("*"),
         debounce = ?args.debounce, max_wait = ?args.max_wait, "sentinel started"
     );
-    let result = gated.forward(sink).await;
+    // On shutdown the inputs end and bursts still in their window are flushed at once; the
+    // sink then writes them, for a bounded time (an unreachable API server must not hold the
+    // process forever).
+    let flush_deadline = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_FLUSH).await;
+        }
+    };
+    let result = tokio::select! {
+        r = gated.forward(sink) => r,
+        () = flush_deadline => {
+            tracing::warn!(waited = ?SHUTDOWN_FLUSH, "stopping with triggers not yet written");
+            Ok(())
+        }
+    };
     owner_watch.abort();
     leadership.release().await;
     let _ = server.await;

@@ -770,3 +770,31 @@ async fn standby_takes_over_and_catches_drift_the_dead_leader_left() {
     tokio::time::sleep(SETTLE).await;
     assert_eq!(f.triggers("db").len(), 2, "{:?}", f.triggers("db"));
 }
+
+#[tokio::test]
+async fn shutdown_writes_the_triggers_still_in_their_window() {
+    // A long window: without the flush at shutdown the trigger would come 30 s later, or never.
+    let mut f = Fixture::start("sen-stop", &["--debounce", "30s", "--max-wait", "60s"]).await;
+    let uid = f.cluster("db", json!({})).await;
+    f.operator_objects("db", "db", &uid).await;
+    f.cm()
+        .patch(
+            "db",
+            &Fixture::foreign("kubectl-edit"),
+            &Patch::Merge(json!({"data": {"setting": "late"}})),
+        )
+        .await
+        .expect("patch");
+    // Let the sentinel see the event, then stop it as Kubernetes would.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(f.triggers("db").is_empty());
+    let sentinel = f.sentinel.as_mut().expect("running");
+    let status = sentinel.terminate(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}:\n{}",
+        sentinel.log()
+    );
+    let t = f.nth_trigger("db", 1, Duration::from_secs(5)).await;
+    assert_eq!(names(&t), ["ConfigMap/db"]);
+}

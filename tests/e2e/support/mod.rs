@@ -233,6 +233,21 @@ impl Program {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends SIGTERM (as Kubernetes does to stop a pod) and waits up to `timeout` for the
+    /// process to exit; returns its exit status, or None if it is still running.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).ok()?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Kills the process (as a crash would) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
