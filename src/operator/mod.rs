@@ -99,6 +99,11 @@ pub struct OperatorArgs {
     /// How often the latency summary is logged.
     #[arg(long, env = "KUBE_SENTINEL_LATENCY_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub latency_log_interval: Duration,
+    /// Also watch the managed StatefulSets, Services and ConfigMaps (metadata only) and
+    /// reconcile their owner on the normal lane when one changes; for running without the
+    /// sentinel (needs deploy/operator/rbac-watch-owned.yaml).
+    #[arg(long, env = "KUBE_SENTINEL_WATCH_OWNED")]
+    pub watch_owned: bool,
     /// Quiet period of the operator's own Secret watch before a foreign change to a Secret goes
     /// on the fast lane (at most four times this from the first change).
     #[arg(long, env = "KUBE_SENTINEL_SECRET_DEBOUNCE", default_value = "200ms", value_parser = parse_duration)]
@@ -280,6 +285,12 @@ pub async fn run(
         args.secret_debounce,
     );
     tokio::pin!(secret_drifts);
+    let mut owned_changes = if args.watch_owned {
+        owned::owner_changes(client.clone(), args.namespace.as_deref()).boxed()
+    } else {
+        // Never ready, never ends: the select below must not spin on an empty stream.
+        futures::stream::pending().boxed()
+    };
     // Secret drift waiting for its key's fast-lane claim; read and cleared by the worker.
     let hints: Arc<Mutex<HashMap<Key, SecretHint>>> = Arc::default();
     let draining = Arc::new(AtomicBool::new(false));
@@ -353,6 +364,10 @@ pub async fn run(
                 }
                 let _ = feeder.fast.unbounded_send(drift.key);
             },
+            Some(key) = owned_changes.next() => {
+                tracing::debug!(resource = %key, "owned object changed: normal lane");
+                let _ = feeder.normal.unbounded_send(key);
+            }
             _ = resync.tick() => feeder.resync(),
             _ = summary.tick() => {
                 for line in metrics.summary() {
@@ -389,6 +404,7 @@ pub async fn run(
     }
     outcome.context("operator")
 }
+pub mod owned;
 pub mod secrets;
 
 #[cfg(test)]

@@ -17,11 +17,12 @@ use kube::{
 };
 
 use crate::{
-    contract::{
-        DEFAULT_KIND, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPERATOR_FIELD_MANAGER,
-    },
+    contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPERATOR_FIELD_MANAGER},
     operator::{crd::ObjectRef, reconcile::Key},
-    sentinel::actor::{ActorFilter, FirstSight, ObjectKey, Verdict},
+    sentinel::{
+        actor::{ActorFilter, FirstSight, ObjectKey, Verdict},
+        owner::OwnerKind,
+    },
     stream::{ControllerStreamExt, DebounceConfig, Debounced},
 };
 
@@ -76,24 +77,15 @@ impl SecretJudge {
 
 /// The resource that owns this Secret: its controller reference, or the instance label.
 fn owned(meta: &PartialObjectMeta<Secret>) -> Option<(Key, ObjectRef)> {
-    let m = &meta.metadata;
-    let namespace = m.namespace.clone()?;
-    let secret = m.name.clone()?;
-    let owner = m
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true) && o.kind == DEFAULT_KIND)
-        .map(|o| o.name.clone())
-        .or_else(|| m.labels.as_ref()?.get(INSTANCE_LABEL).cloned())?;
+    let owner = OwnerKind::default().owner_of(&meta.metadata)?;
     Some((
         Key {
-            namespace,
-            name: owner,
+            namespace: owner.namespace,
+            name: owner.name,
         },
         ObjectRef {
             kind: "Secret".into(),
-            name: secret,
+            name: meta.metadata.name.clone()?,
         },
     ))
 }

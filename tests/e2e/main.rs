@@ -6,6 +6,7 @@ mod deploy;
 mod end_to_end;
 mod leader;
 mod operator;
+mod operator_owned;
 mod sentinel;
 mod sentinel_security;
 mod smoke;
