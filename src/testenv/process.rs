@@ -247,22 +247,23 @@ fn die_with_parent(command: &mut Command) {
 mod tests {
     use super::*;
 
-    fn sh(script: &str) -> Command {
+    /// `sh -c script`, logging to `<dir>/<name>.log`.
+    fn sh(dir: &tempfile::TempDir, name: &str, script: &str, tie: Tie) -> ChildProcess {
         let mut command = Command::new("sh");
         command.args(["-c", script]);
-        command
+        ChildProcess::spawn(name, command, tie, dir.path().join(format!("{name}.log")))
+            .expect("spawn sh")
     }
 
     #[test]
     fn reports_an_exit_with_the_tail_of_its_log() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut process = ChildProcess::spawn(
+        let mut process = sh(
+            &dir,
             "printer",
-            sh("echo one; echo two >&2; exit 3"),
+            "echo one; echo two >&2; exit 3",
             Tie::ParentDeathSignal,
-            dir.path().join("printer.log"),
-        )
-        .expect("spawn");
+        );
         let status = process.wait().expect("wait");
         assert_eq!(status.code(), Some(3));
         assert_eq!(process.pid(), None, "no pid once it has exited");
@@ -275,13 +276,7 @@ mod tests {
     #[test]
     fn a_stdin_tied_process_stops_when_its_pipe_closes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut process = ChildProcess::spawn(
-            "reader",
-            sh("cat >/dev/null; echo eof"),
-            Tie::StdinPipe,
-            dir.path().join("reader.log"),
-        )
-        .expect("spawn");
+        let mut process = sh(&dir, "reader", "cat >/dev/null; echo eof", Tie::StdinPipe);
         assert!(process.is_running());
         assert!(process.check_running().is_ok());
         process.close_stdin();
@@ -295,24 +290,17 @@ mod tests {
     #[test]
     fn terminate_sends_sigterm_and_stop_kills_after_the_grace() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut polite = ChildProcess::spawn(
-            "polite",
-            sh("exec sleep 30"),
-            Tie::ParentDeathSignal,
-            dir.path().join("polite.log"),
-        )
-        .expect("spawn");
+        let mut polite = sh(&dir, "polite", "exec sleep 30", Tie::ParentDeathSignal);
         let status = polite.terminate(Duration::from_secs(10)).expect("exits");
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(Signal::SIGTERM as i32));
 
-        let stubborn = ChildProcess::spawn(
+        let stubborn = sh(
+            &dir,
             "stubborn",
-            sh("trap '' TERM; echo ready; exec sleep 30"),
+            "trap '' TERM; echo ready; exec sleep 30",
             Tie::ParentDeathSignal,
-            dir.path().join("stubborn.log"),
-        )
-        .expect("spawn");
+        );
         while stubborn.log().is_empty() {
             std::thread::sleep(EXIT_POLL);
         }
