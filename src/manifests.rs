@@ -28,6 +28,18 @@ pub fn parse(yaml: &str) -> Result<Vec<Value>> {
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
+/// The documents of `yaml` except those whose kind is one of `kinds`, as a multi-document
+/// YAML (JSON) text: `deploy/` as it is, minus what a local run replaces (its Deployments).
+pub fn without_kinds(yaml: &str, kinds: &[&str]) -> Result<String> {
+    let kept = parse(yaml)?
+        .iter()
+        .filter(|d| !kinds.iter().any(|kind| d["kind"] == *kind))
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .context("serializing a manifest")?;
+    Ok(kept.join("\n---\n"))
+}
+
 /// Server-side applies every object of `yaml` with `field_manager`, in order. Objects of
 /// namespaced kinds without a namespace go to `default_namespace`. A kind the API server does not
 /// serve yet (a CRD applied just before) is retried for up to 30 s.
@@ -145,6 +157,15 @@ mod tests {
         let docs = parse("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n").expect("parse");
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1]["kind"], "Service");
+    }
+
+    #[test]
+    fn leaves_out_the_named_kinds() {
+        let yaml = "kind: Namespace\nmetadata: {name: a}\n---\nkind: Deployment\nmetadata: {name: b}\n---\nkind: Service\nmetadata: {name: c}\n";
+        let kept = parse(&without_kinds(yaml, &["Namespace", "Deployment"]).expect("kept"))
+            .expect("parse");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0]["metadata"]["name"], "c");
     }
 
     #[test]

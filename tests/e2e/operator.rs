@@ -163,7 +163,6 @@ pub(crate) mod running {
         operator::crd::{Outcome, StatefulCluster, UpgradePhase},
     };
     use serde_json::{Value, json};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use crate::support::{self, Program, control_plane, eventually};
 
@@ -222,23 +221,8 @@ pub(crate) mod running {
         op
     }
 
-    /// The body of `GET path` on the operator's metrics port, if it answers 200.
-    pub async fn http_get(port: u16, path: &str) -> Option<String> {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.0 200")
-            .then(|| body.trim().to_string())
-            .or_else(|| {
-                head.starts_with("HTTP/1.1 200")
-                    .then(|| body.trim().to_string())
-            })
-    }
+    /// The body of `GET path` on the operator's metrics port, trimmed, if it answers 200.
+    pub use crate::support::http_ok_body as http_get;
 
     /// Marks every pod of a namespace Running and Ready, as a kubelet would, until dropped.
     pub use kube_sentinel::testenv::PodReadiness as Kubelet;

@@ -7,8 +7,7 @@
 //! wait until the control's trigger has arrived and one more window has passed.
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -29,7 +28,7 @@ use kube_sentinel::contract::{
 use serde_json::{Value, json};
 
 use crate::support::{
-    Program, REPO, apply_component_manifests, control_plane, eventually, install_crd,
+    Program, REPO, apply_component_manifests, control_plane, eventually, http_get, install_crd,
 };
 
 /// A trigger as seen on the custom resource.
@@ -59,18 +58,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-/// GET on the sentinel's operations endpoint: (status code, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
 }
 
 impl Fixture {
@@ -154,7 +141,7 @@ impl Fixture {
         let sentinel = self.sentinel.as_mut().expect("started");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some((200, _)) = http_get(port, "/readyz") {
+            if let Some((200, _)) = http_get(port, "/readyz").await {
                 break;
             }
             assert!(
@@ -341,7 +328,7 @@ async fn foreign_replicas_patch_gives_exactly_one_trigger_naming_it() {
     // The trigger names its time of detection and of writing, and an Event tells people.
     let obj = f.clusters.get_status("db").await.expect("get");
     assert!(obj.data["status"]["sentinel"]["detectedAt"].is_string());
-    let (_, metrics) = http_get(f.metrics_port, "/metrics").expect("metrics");
+    let (_, metrics) = http_get(f.metrics_port, "/metrics").await.expect("metrics");
     assert!(
         metrics.contains("kube_sentinel_sentinel_triggers_written_total 1"),
         "{metrics}"
@@ -504,7 +491,7 @@ async fn a_hundred_patches_to_three_objects_make_one_trigger_naming_all() {
     assert_eq!(t.total, 3);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(f.triggers("db").len(), 1, "{:?}", f.triggers("db"));
-    let (_, metrics) = http_get(f.metrics_port, "/metrics").expect("metrics");
+    let (_, metrics) = http_get(f.metrics_port, "/metrics").await.expect("metrics");
     assert!(
         metrics.contains("kube_sentinel_sentinel_triggers_coalesced_total 99"),
         "{metrics}"
@@ -733,7 +720,7 @@ async fn standby_takes_over_and_catches_drift_the_dead_leader_left() {
     let standby_args: Vec<&str> = standby_args.iter().map(String::as_str).collect();
     let standby = Program::spawn("sentinel-standby", &standby_args, &f.kubeconfig);
     eventually(Duration::from_secs(30), "the standby ready", || async {
-        matches!(http_get(standby_port, "/readyz"), Some((200, _))).then_some(())
+        matches!(http_get(standby_port, "/readyz").await, Some((200, _))).then_some(())
     })
     .await;
 

@@ -2,23 +2,26 @@
 //! stop, when its parent disappears, and when it is killed outright.
 
 use std::{
+    os::unix::process::ExitStatusExt,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
+
+use kube_sentinel::testenv::{ChildProcess, Tie};
 
 use crate::support::control_plane;
 
 struct Testenv {
-    child: Child,
+    process: ChildProcess,
     kubeconfig: PathBuf,
 }
 
 fn start(tag: &str) -> Testenv {
-    let kubeconfig = control_plane()
-        .workdir()
-        .join(format!("testenv-{tag}.kubeconfig"));
-    let child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
+    let workdir = control_plane().workdir();
+    let kubeconfig = workdir.join(format!("testenv-{tag}.kubeconfig"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"));
+    command
         .args([
             "testenv",
             "--exit-on-stdin-eof",
@@ -26,18 +29,23 @@ fn start(tag: &str) -> Testenv {
             "--no-controller-manager",
             "--kubeconfig",
         ])
-        .arg(&kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn testenv");
+        .arg(&kubeconfig);
+    let process = ChildProcess::spawn(
+        format!("testenv-{tag}"),
+        command,
+        Tie::StdinPipe,
+        workdir.join(format!("testenv-{tag}.log")),
+    )
+    .expect("spawn testenv");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !kubeconfig.exists() {
         assert!(Instant::now() < deadline, "testenv did not become ready");
         std::thread::sleep(Duration::from_millis(100));
     }
-    Testenv { child, kubeconfig }
+    Testenv {
+        process,
+        kubeconfig,
+    }
 }
 
 /// Child pids of `pid` (from /proc) and etcd's data directory, found in its command line.
@@ -82,11 +90,11 @@ fn wait_gone(pids: &[u32]) {
 #[test]
 fn stops_everything_when_its_parent_goes_away() {
     let mut env = start("eof");
-    let (pids, data_dir) = children(env.child.id());
+    let (pids, data_dir) = children(env.process.pid().expect("running"));
     assert_eq!(pids.len(), 2, "etcd and kube-apiserver: {pids:?}");
     assert!(data_dir.exists());
-    drop(env.child.stdin.take()); // what the kernel does when the parent dies
-    let status = env.child.wait().expect("wait");
+    env.process.close_stdin(); // what the kernel does when the parent dies
+    let status = env.process.wait().expect("wait");
     assert!(status.success(), "{status}");
     wait_gone(&pids);
     assert!(
@@ -99,9 +107,11 @@ fn stops_everything_when_its_parent_goes_away() {
 #[test]
 fn killing_it_kills_its_processes_and_the_next_start_sweeps_its_data() {
     let mut env = start("kill");
-    let (pids, data_dir) = children(env.child.id());
-    env.child.kill().expect("SIGKILL testenv");
-    let _ = env.child.wait();
+    let (pids, data_dir) = children(env.process.pid().expect("running"));
+    env.process.kill();
+    let killed = env.process.wait().expect("reaped");
+    assert_eq!(killed.signal(), Some(9), "SIGKILL testenv: {killed}");
+
     wait_gone(&pids);
     let stale = data_dir.parent().expect("parent").to_path_buf();
     assert!(stale.exists(), "SIGKILL leaves the data behind");
@@ -111,6 +121,6 @@ fn killing_it_kills_its_processes_and_the_next_start_sweeps_its_data() {
         "the next start removed {}",
         stale.display()
     );
-    drop(next.child.stdin.take());
-    let _ = next.child.wait();
+    next.process.close_stdin();
+    let _ = next.process.wait();
 }

@@ -12,7 +12,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::Command,
     sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
@@ -23,14 +23,14 @@ use kube::{
     api::{ObjectMeta, PostParams},
     config::Kubeconfig,
 };
-use kube_sentinel::testenv;
+use kube_sentinel::testenv::{self, ChildProcess, Tie};
 
 /// The shared control plane, as seen by tests.
 pub struct ControlPlane {
     kubeconfig: Kubeconfig,
     kubeconfig_path: PathBuf,
     workdir: PathBuf,
-    _process: Option<Mutex<(Child, ChildStdin)>>,
+    _process: Option<Mutex<ChildProcess>>,
 }
 
 static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
@@ -59,26 +59,23 @@ fn start() -> Result<ControlPlane, String> {
         });
     }
     let kubeconfig_path = workdir.join("admin.kubeconfig");
-    let log_path = workdir.join("testenv.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"));
+    command
         .args(["testenv", "--exit-on-stdin-eof", "--quiet", "--kubeconfig"])
-        .arg(&kubeconfig_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("starting kube-sentinel testenv: {e}"))?;
-    let stdin = child.stdin.take().ok_or("testenv has no stdin pipe")?;
+        .arg(&kubeconfig_path);
+    let mut process = ChildProcess::spawn(
+        "testenv",
+        command,
+        Tie::StdinPipe,
+        workdir.join("testenv.log"),
+    )
+    .map_err(|e| format!("starting kube-sentinel testenv: {e:#}"))?;
     // A cold control-plane build happens in build.sh before this; allow for it.
     let deadline = Instant::now() + Duration::from_secs(40 * 60);
     while !kubeconfig_path.exists() {
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(format!("testenv exited with {status}:\n{log}"));
-        }
+        process.check_running().map_err(|e| format!("{e:#}"))?;
         if Instant::now() > deadline {
-            let _ = child.kill();
+            process.kill();
             return Err("testenv did not become ready".into());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -89,7 +86,7 @@ fn start() -> Result<ControlPlane, String> {
         kubeconfig,
         kubeconfig_path,
         workdir,
-        _process: Some(Mutex::new((child, stdin))),
+        _process: Some(Mutex::new(process)),
     })
 }
 
@@ -186,13 +183,10 @@ impl ControlPlane {
     }
 }
 
-/// A `kube-sentinel` subcommand running as a separate process; killed when dropped, and it
-/// exits by itself when this test process ends (its stdin closes).
-pub struct Program {
-    child: Child,
-    _stdin: Option<ChildStdin>,
-    log: PathBuf,
-}
+/// A `kube-sentinel` subcommand running as a separate process (a [`ChildProcess`] tied by its
+/// stdin); killed when dropped, and it exits by itself when this test process ends (its stdin
+/// closes).
+pub struct Program(ChildProcess);
 
 impl Program {
     /// Runs `kube-sentinel <args>` with `KUBECONFIG=kubeconfig`, logging to a file in the
@@ -201,64 +195,51 @@ impl Program {
         let log = control_plane()
             .workdir()
             .join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"));
+        command
             .arg("--exit-on-stdin-eof")
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_sentinel=debug".into()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn kube-sentinel");
-        let stdin = child.stdin.take();
-        Self {
-            child,
-            _stdin: stdin,
-            log,
-        }
+            );
+        Self(ChildProcess::spawn(name, command, Tie::StdinPipe, log).expect("spawn kube-sentinel"))
     }
 
     /// The program's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log()
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.0.is_running()
     }
 
     /// Sends SIGTERM (as Kubernetes does to stop a pod) and waits up to `timeout` for the
     /// process to exit; returns its exit status, or None if it is still running.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).ok()?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok()?;
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        self.0.terminate(timeout)
     }
 
     /// Kills the process (as a crash would) and waits for it.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill();
     }
 }
 
-impl Drop for Program {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// `GET path` on a local program's port ([`testenv::http_get`]): status and body, `None` if
+/// nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let response = testenv::http_get(port, path).await.ok()?;
+    Some((response.status, response.body))
+}
+
+/// The body of `GET path` on a local program's port, trimmed, if it answers 200.
+pub async fn http_ok_body(port: u16, path: &str) -> Option<String> {
+    let (status, body) = http_get(port, path).await?;
+    (status == 200).then(|| body.trim().to_string())
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
@@ -319,16 +300,11 @@ pub async fn apply_component_manifests(client: &Client, component: &str, namespa
     files.sort();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read manifest");
-        let docs = kube_sentinel::manifests::parse(&relocate(&text, namespace)).expect("parse");
-        let docs: Vec<_> = docs
-            .into_iter()
-            .filter(|d| d["kind"] != "Namespace" && d["kind"] != "Deployment")
-            .collect();
-        let yaml = docs
-            .iter()
-            .map(|d| serde_json::to_string(d).expect("json"))
-            .collect::<Vec<_>>()
-            .join("\n---\n");
+        let yaml = kube_sentinel::manifests::without_kinds(
+            &relocate(&text, namespace),
+            &["Namespace", "Deployment"],
+        )
+        .expect("parse");
         kube_sentinel::manifests::apply(client, &yaml, "e2e", namespace)
             .await
             .unwrap_or_else(|e| panic!("apply {}: {e:#}", file.display()));

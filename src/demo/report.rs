@@ -1,0 +1,114 @@
+//! The figures: drift-to-revert percentiles, and what the programs' own `/metrics` and
+//! `/debug/latency` say.
+
+use super::programs::{ProgramKind, Programs};
+use crate::{stream::LatencyRecorder, testenv};
+
+/// Counter samples worth showing: the drift, trigger, reconcile and revert counts.
+const REPORTED_COUNTERS: [&str; 9] = [
+    "kube_sentinel_sentinel_events_seen_total",
+    "kube_sentinel_sentinel_events_ignored_total",
+    "kube_sentinel_sentinel_drifts_detected_total",
+    "kube_sentinel_sentinel_triggers_written_total",
+    "kube_sentinel_sentinel_triggers_coalesced_total",
+    "kube_sentinel_sentinel_triggers_failed_total",
+    "kube_sentinel_operator_reconciles_total",
+    "kube_sentinel_operator_reverted_objects_total",
+    "kube_sentinel_operator_manager_runs_total",
+];
+
+/// Prints the percentiles of the rounds' drift-to-revert times.
+pub(crate) fn print_summary(latency: &LatencyRecorder) {
+    let summary = latency.snapshot().summary();
+    println!(
+        "\ndrift-to-revert over {} rounds: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+        summary.count,
+        summary.p50.as_millis(),
+        summary.p90.as_millis(),
+        summary.p99.as_millis(),
+        summary.max.as_millis()
+    );
+    println!(
+        "  (from just before the outside change to the read-back of the restored object, with \
+         status.sentinel.lastHandledTriggerID == triggerID; includes the sentinel's 2 s debounce \
+         window)"
+    );
+}
+
+/// Full reconciles the operator has completed, from its `/metrics` on `port`; `None` if
+/// unreadable.
+pub(crate) async fn full_reconciles(port: u16) -> Option<u64> {
+    let body = metrics(port, "/metrics").await.ok()?;
+    Some(
+        body.lines()
+            .filter(|l| {
+                l.starts_with("kube_sentinel_operator_reconciles_total{")
+                    && l.contains("path=\"full\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
+
+/// Prints the operator's `/debug/latency` and the counters of both programs' `/metrics`.
+pub(crate) async fn print_program_figures(programs: &Programs) {
+    if let Some(port) = programs.port(ProgramKind::Operator) {
+        match metrics(port, "/debug/latency").await {
+            Ok(body) => println!("\noperator /debug/latency:\n{}", indent(&body)),
+            Err(e) => println!("\noperator /debug/latency unavailable: {e:#}"),
+        }
+    }
+    for program in programs.iter() {
+        let name = program.kind();
+        match metrics(program.port(), "/metrics").await {
+            Ok(body) => {
+                let lines: Vec<&str> = body.lines().filter(|l| is_reported_counter(l)).collect();
+                println!(
+                    "\n{name} /metrics (counters):\n{}",
+                    indent(&lines.join("\n"))
+                );
+            }
+            Err(e) => println!("\n{name} /metrics unavailable: {e:#}"),
+        }
+    }
+}
+
+/// The body of `GET path` on a program's metrics port; an error unless it answers 200.
+async fn metrics(port: u16, path: &str) -> anyhow::Result<String> {
+    testenv::http_get(port, path).await?.ok_body()
+}
+
+fn is_reported_counter(line: &str) -> bool {
+    REPORTED_COUNTERS.iter().any(|name| {
+        line.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+    })
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_the_counters_and_not_their_metadata() {
+        assert!(is_reported_counter(
+            "kube_sentinel_sentinel_triggers_written_total 5"
+        ));
+        assert!(is_reported_counter(
+            "kube_sentinel_operator_reverted_objects_total{kind=\"Service\"} 2"
+        ));
+        assert!(!is_reported_counter(
+            "# TYPE kube_sentinel_sentinel_triggers_written counter"
+        ));
+        assert!(!is_reported_counter(
+            "kube_sentinel_sentinel_triggers_written_total_extra 1"
+        ));
+    }
+}
