@@ -34,10 +34,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use axum::routing::get;
 use futures::{StreamExt, channel::mpsc};
-use kube::{
-    Api,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::runtime::{WatchStreamExt, watcher};
 use prometheus_client::registry::Registry;
 
 use crate::{
@@ -45,9 +42,10 @@ use crate::{
     leader::{Leadership, LeaseConfig},
     stream::{Lane, LanesConfig, Next, PrometheusQueueMetrics, TwoLaneQueue, run_two_lanes},
     telemetry::{self, Health},
+    watch::{NamespacedName, api::namespaced_or_all},
 };
 use crd::StatefulCluster;
-use reconcile::{Context, Key, Requeue, SecretHint};
+use reconcile::{Context, Requeue, SecretHint};
 
 /// Flags of `kube-sentinel operator`; each has an environment fallback.
 #[derive(Clone, Debug, clap::Args)]
@@ -119,14 +117,16 @@ pub struct OperatorArgs {
 /// Turns watch events into queue keys: a pending trigger on the fast lane, a new generation
 /// or the initial list on the normal lane, every known resource again at each resync.
 struct Feeder {
-    generations: HashMap<Key, Option<i64>>,
-    fast: mpsc::UnboundedSender<Key>,
-    normal: mpsc::UnboundedSender<Key>,
+    generations: HashMap<NamespacedName, Option<i64>>,
+    fast: mpsc::UnboundedSender<NamespacedName>,
+    normal: mpsc::UnboundedSender<NamespacedName>,
 }
 
 impl Feeder {
     fn on_object(&mut self, cr: &StatefulCluster, initial: bool) {
-        let Some(key) = Key::of(cr) else { return };
+        let Some(key) = NamespacedName::of(cr) else {
+            return;
+        };
         let generation = cr.metadata.generation;
         let changed = self.generations.insert(key.clone(), generation) != Some(generation);
         if cr.pending_trigger().is_some() {
@@ -144,7 +144,7 @@ impl Feeder {
             watcher::Event::InitDone => synced.set(true),
             watcher::Event::Apply(cr) => self.on_object(&cr, false),
             watcher::Event::Delete(cr) => {
-                if let Some(key) = Key::of(&cr) {
+                if let Some(key) = NamespacedName::of(&cr) {
                     self.generations.remove(&key);
                 }
             }
@@ -260,10 +260,7 @@ pub async fn run(
         metrics.clone(),
         Some(identity.clone()),
     ));
-    let api: Api<StatefulCluster> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api = namespaced_or_all::<StatefulCluster>(client.clone(), args.namespace.as_deref());
     let (fast_tx, fast_rx) = mpsc::unbounded();
     let (normal_tx, normal_rx) = mpsc::unbounded();
     let mut feeder = Feeder {
@@ -292,7 +289,7 @@ pub async fn run(
         futures::stream::pending().boxed()
     };
     // Secret drift waiting for its key's fast-lane claim; read and cleared by the worker.
-    let hints: Arc<Mutex<HashMap<Key, SecretHint>>> = Arc::default();
+    let hints: Arc<Mutex<HashMap<NamespacedName, SecretHint>>> = Arc::default();
     let draining = Arc::new(AtomicBool::new(false));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let runner = {
@@ -435,7 +432,7 @@ mod tests {
         cr
     }
 
-    fn drain(rx: &mut mpsc::UnboundedReceiver<Key>) -> Vec<String> {
+    fn drain(rx: &mut mpsc::UnboundedReceiver<NamespacedName>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(key) = rx.try_recv() {
             out.push(key.name);

@@ -19,21 +19,22 @@ use k8s_openapi::{
     },
 };
 use kube::{
-    Api, Client, Resource,
-    core::PartialObjectMeta,
+    Client, Resource,
     runtime::{WatchStreamExt, watcher},
 };
 use serde::de::DeserializeOwned;
 
 use crate::{
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE},
-    operator::reconcile::Key,
-    sentinel::owner::OwnerKind,
     stream::{ControllerStreamExt, DebounceConfig},
+    watch::{NamespacedName, OwnerKind, metadata::metadata_events},
 };
 
 /// Owners of changed managed objects, debounced per owner.
-pub fn owner_changes(client: Client, namespace: Option<&str>) -> impl Stream<Item = Key> + Send {
+pub fn owner_changes(
+    client: Client,
+    namespace: Option<&str>,
+) -> impl Stream<Item = NamespacedName> + Send {
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     stream::select_all([
@@ -43,17 +44,18 @@ pub fn owner_changes(client: Client, namespace: Option<&str>) -> impl Stream<Ite
     ])
     .debounce_keyed(
         DebounceConfig::trailing(Duration::from_secs(1)).max_wait(Duration::from_secs(5)),
-        Key::clone,
+        NamespacedName::clone,
         |_: Option<()>, _| (),
     )
     .map(|d| d.key)
 }
 
+/// The owners of the `K` objects that change, as they change.
 fn owners_of<K>(
     client: &Client,
     namespace: Option<&str>,
     config: watcher::Config,
-) -> std::pin::Pin<Box<dyn Stream<Item = Key> + Send>>
+) -> std::pin::Pin<Box<dyn Stream<Item = NamespacedName> + Send>>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -63,21 +65,13 @@ where
         + Sync
         + 'static,
 {
-    let api: Api<PartialObjectMeta<K>> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let owner_kind = OwnerKind::default();
     Box::pin(
-        watcher(api, config)
-            .default_backoff()
+        metadata_events::<K>(client.clone(), namespace, config)
             .touched_objects()
             .filter_map(move |object| {
                 let key = match object {
-                    Ok(o) => owner_kind.owner_of(&o.metadata).map(|owner| Key {
-                        namespace: owner.namespace,
-                        name: owner.name,
-                    }),
+                    Ok(meta) => owner_kind.owner_of(&meta),
                     Err(e) => {
                         tracing::warn!(error = %e, "owned-object watch error; retrying");
                         None

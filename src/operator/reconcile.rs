@@ -28,7 +28,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     contract::OPERATOR_FIELD_MANAGER,
     operator::{
-        crd::{ObjectRef, Outcome, StatefulCluster, StatefulClusterStatus, UpgradePhase},
+        crd::{Outcome, OwnedObject, StatefulCluster, StatefulClusterStatus, UpgradePhase},
         managers::{
             self, Names, ObjectChange,
             backup::BackupManager,
@@ -38,32 +38,8 @@ use crate::{
         },
         metrics::{Metrics, PathLabels, Since},
     },
+    watch::NamespacedName,
 };
-
-/// A StatefulCluster's queue key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl std::fmt::Display for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-impl Key {
-    /// The key of `cr`, if it has a name and namespace.
-    pub fn of(cr: &StatefulCluster) -> Option<Self> {
-        Some(Self {
-            namespace: cr.namespace()?,
-            name: cr.metadata.name.clone()?,
-        })
-    }
-}
 
 /// Which path ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +97,7 @@ pub enum Error {
 #[derive(Clone, Debug)]
 pub struct SecretHint {
     /// The Secrets.
-    pub objects: Vec<ObjectRef>,
+    pub objects: Vec<OwnedObject>,
     /// When the first change of the burst was seen.
     pub first_seen: tokio::time::Instant,
 }
@@ -193,7 +169,7 @@ impl Context {
     /// without a pending trigger, they are repaired on the fast path alone.
     pub async fn reconcile(
         &self,
-        key: &Key,
+        key: &NamespacedName,
         secrets: Option<SecretHint>,
     ) -> Result<Handled, Error> {
         let Some(cr) = self
@@ -286,11 +262,11 @@ impl Context {
             .as_ref()
             .and_then(|s| s.sentinel.clone())
             .unwrap_or_default();
-        let only: Vec<ObjectRef> = sentinel
+        let only: Vec<OwnedObject> = sentinel
             .trigger
             .drifted_objects
             .iter()
-            .map(|o| ObjectRef {
+            .map(|o| OwnedObject {
                 kind: o.kind.clone(),
                 name: o.name.clone(),
             })
@@ -368,9 +344,9 @@ impl Context {
                 self.metrics.record_latency(&resource, which, latency);
             }
         }
-        let refs: Vec<ObjectRef> = reverted
+        let refs: Vec<OwnedObject> = reverted
             .iter()
-            .map(|c| ObjectRef {
+            .map(|c| OwnedObject {
                 kind: c.kind.clone(),
                 name: c.name.clone(),
             })
@@ -484,7 +460,7 @@ impl Context {
         names: &Names,
         trigger_id: &str,
         outcome: Outcome,
-        reverted: &[ObjectRef],
+        reverted: &[OwnedObject],
         certificate: Option<crate::operator::crd::CertificateStatus>,
     ) -> Result<(), Error> {
         let previous = cr

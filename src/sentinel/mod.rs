@@ -8,7 +8,7 @@
 //!      │  DriftEvent { owner, object, managers, timing }
 //!      ▼
 //!  debounce_keyed_with     per owner: window 2 s, max wait 10 s, jitter (stream::debounce)
-//!      │  Debounced<OwnerKey, DriftBurst>
+//!      │  Debounced<NamespacedName, DriftBurst>
 //!      ▼
 //!  leader / paused gate
 //!      │
@@ -19,10 +19,10 @@
 //! The sentinel reads the custom resources through a reflector cache and never reads a Secret
 //! nor writes anything but the trigger; `deploy/sentinel/` makes the API server enforce that.
 
-pub mod actor;
 pub mod detect;
 pub mod metrics;
-pub mod owner;
+pub mod owner_state;
+pub mod refusal;
 pub mod trigger;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -34,11 +34,9 @@ use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Service},
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
-    Api, Client, Resource,
+    Api,
     api::DynamicObject,
-    core::PartialObjectMeta,
     runtime::{
         WatchStreamExt,
         events::{Event as K8sEvent, EventType, Recorder, Reporter},
@@ -46,14 +44,12 @@ use kube::{
     },
 };
 use prometheus_client::registry::Registry;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use self::{
-    actor::ActorFilter,
     detect::{Detector, DriftEvent, Input, OwnerLookup, StoreOwners, TimingDefaults},
     metrics::SentinelMetrics,
-    owner::{OwnerKey, OwnerKind},
+    refusal::Refusal,
     trigger::DriftBurst,
 };
 use crate::{
@@ -68,6 +64,10 @@ use crate::{
         RetryConfig, RetrySink, Status,
     },
     telemetry::{self, Health},
+    watch::{
+        NamespacedName, OwnerKind, actor::ActorFilter, api::dynamic_namespaced_or_all,
+        metadata::metadata_events,
+    },
 };
 
 /// Debounce mode flag.
@@ -257,10 +257,11 @@ pub async fn run(
     };
 
     // The custom resources, cached: the owner's spec.sentinel, pause flag and last trigger.
-    let owners_api: Api<DynamicObject> = match &args.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &owner_kind.resource),
-        None => Api::all_with(client.clone(), &owner_kind.resource),
-    };
+    let owners_api = dynamic_namespaced_or_all(
+        client.clone(),
+        args.namespace.as_deref(),
+        &owner_kind.resource,
+    );
     let writer = reflector::store::Writer::new(owner_kind.resource.clone());
     let owners = writer.as_reader();
     let owner_errors = metrics.watch_errors.clone();
@@ -283,20 +284,17 @@ pub async fn run(
 
     let selector = args.selector.clone();
     let config = watcher::Config::default().labels(&selector);
+    let namespace = args.namespace.as_deref();
     let infra = stream::select_all([
-        metadata_events::<StatefulSet>(
-            "StatefulSet",
-            &client,
-            args.namespace.as_deref(),
-            config.clone(),
-        ),
-        metadata_events::<Service>(
-            "Service",
-            &client,
-            args.namespace.as_deref(),
-            config.clone(),
-        ),
-        metadata_events::<ConfigMap>("ConfigMap", &client, args.namespace.as_deref(), config),
+        metadata_events::<StatefulSet>(client.clone(), namespace, config.clone())
+            .map(|e| ("StatefulSet", e))
+            .boxed(),
+        metadata_events::<Service>(client.clone(), namespace, config.clone())
+            .map(|e| ("Service", e))
+            .boxed(),
+        metadata_events::<ConfigMap>(client.clone(), namespace, config)
+            .map(|e| ("ConfigMap", e))
+            .boxed(),
     ]);
 
     let mut ignored = args.ignore_managers.clone();
@@ -380,19 +378,15 @@ pub async fn run(
     let leader_state = leadership.subscribe();
     let gate_metrics = metrics.clone();
     let gate_owners = store_owners.clone();
-    let gated = drifts.filter_map(move |d: Debounced<OwnerKey, DriftBurst>| {
+    let gated = drifts.filter_map(move |d: Debounced<NamespacedName, DriftBurst>| {
         gate_metrics.pending_keys.dec();
         gate_metrics.triggers_coalesced.inc_by(d.absorbed.saturating_sub(1));
         let drop_reason = if !*leader_state.borrow() {
             Some("standby")
         } else {
-            match gate_owners.owner_state(&d.key) {
-                None => Some("owner_not_found"),
-                Some(s) if s.paused => Some("owner_paused"),
-                Some(s) if s.deleting => Some("owner_deleting"),
-                Some(s) if !s.sentinel.is_enabled() => Some("sentinel_disabled"),
-                Some(_) => None,
-            }
+            Refusal::check(gate_owners.owner_state(&d.key).as_ref())
+                .err()
+                .map(Refusal::as_str)
         };
         let item = match drop_reason {
             Some(reason) => {
@@ -429,7 +423,7 @@ pub async fn run(
             backoff_max: Duration::from_secs(30),
             max_attempts: None,
         },
-        move |owner: OwnerKey, pending: Pending| {
+        move |owner: NamespacedName, pending: Pending| {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(write_client.clone(), &owner.namespace, &write_kind.resource);
             let recorder = recorder.clone();
@@ -510,7 +504,7 @@ pub async fn run(
 async fn publish_event(
     recorder: &Recorder,
     kind: &OwnerKind,
-    owner: &OwnerKey,
+    owner: &NamespacedName,
     trigger: &SentinelTrigger,
 ) {
     let reference = k8s_openapi::api::core::v1::ObjectReference {
@@ -539,53 +533,5 @@ async fn publish_event(
     };
     if let Err(e) = recorder.publish(&event, &reference).await {
         tracing::warn!(owner = %owner, error = %e, "could not record the DriftDetected event");
-    }
-}
-
-type MetadataEvents = std::pin::Pin<
-    Box<
-        dyn futures::Stream<
-                Item = (
-                    &'static str,
-                    Result<watcher::Event<ObjectMeta>, watcher::Error>,
-                ),
-            > + Send,
-    >,
->;
-
-/// A metadata-only watch of `K` (label selector sent to the API server), as `ObjectMeta` events.
-fn metadata_events<K>(
-    kind: &'static str,
-    client: &Client,
-    namespace: Option<&str>,
-    config: watcher::Config,
-) -> MetadataEvents
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let api: Api<PartialObjectMeta<K>> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    Box::pin(
-        watcher(api, config)
-            .default_backoff()
-            .map(move |r| (kind, r.map(into_metadata))),
-    )
-}
-
-fn into_metadata<K>(event: watcher::Event<PartialObjectMeta<K>>) -> watcher::Event<ObjectMeta> {
-    match event {
-        watcher::Event::Apply(o) => watcher::Event::Apply(o.metadata),
-        watcher::Event::Delete(o) => watcher::Event::Delete(o.metadata),
-        watcher::Event::Init => watcher::Event::Init,
-        watcher::Event::InitApply(o) => watcher::Event::InitApply(o.metadata),
-        watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }

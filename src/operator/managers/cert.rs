@@ -20,7 +20,7 @@ use rcgen::{
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::{Error, Names, ObjectChange, Result, converge, owned_meta};
-use crate::operator::crd::{CertificateStatus, ObjectRef, StatefulCluster, TlsSpec};
+use crate::operator::crd::{CertificateStatus, OwnedObject, StatefulCluster, TlsSpec};
 
 /// Lifetime of the CA in days.
 pub const CA_VALIDITY_DAYS: u64 = 3650;
@@ -248,7 +248,7 @@ impl CertManager {
         cr: &StatefulCluster,
         names: &Names,
         now: i64,
-        only: &[ObjectRef],
+        only: &[OwnedObject],
     ) -> Result<Option<CertOutcome>> {
         let Some(tls) = cr.spec.tls.as_ref().filter(|t| t.enabled) else {
             return Ok(None);
