@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use futures::{Stream, StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
@@ -30,10 +31,13 @@ use kube::{
     },
 };
 
-use super::{metrics::SentinelMetrics, owner_state::OwnerState, refusal::Refusal};
+use super::{
+    inputs::WATCHED_KINDS, metrics::SentinelMetrics, owner_state::OwnerState, refusal::Refusal,
+};
 use crate::{
     contract::{DebounceModeSpec, DriftChange, DriftedObject, SentinelSpec},
     stream::{DebounceMode, Timing},
+    telemetry::Gate,
     watch::{
         NamespacedName, ObjectKey, OwnerKind,
         actor::{ActorFilter, FirstSight, Verdict},
@@ -128,6 +132,22 @@ impl TimingDefaults {
             mode,
         }
     }
+}
+
+/// The detect stage: every input through `detector`, its drift events out; `synced` opens once
+/// the first list of every watched kind is complete.
+pub fn detect<O: OwnerLookup>(
+    inputs: impl Stream<Item = Input>,
+    mut detector: Detector<O>,
+    synced: Gate,
+) -> impl Stream<Item = DriftEvent> {
+    inputs.flat_map(move |input| {
+        let events = detector.handle(input);
+        if WATCHED_KINDS.iter().all(|k| detector.is_synced(k)) {
+            synced.set(true);
+        }
+        stream::iter(events)
+    })
 }
 
 /// Watch events in, drift events out. See the [module documentation](self).
