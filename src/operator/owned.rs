@@ -34,7 +34,7 @@ use crate::{
 pub fn owner_changes(
     client: Client,
     namespace: Option<&str>,
-) -> impl Stream<Item = NamespacedName> + Send {
+) -> impl Stream<Item = NamespacedName> + Send + use<> {
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     stream::select_all([

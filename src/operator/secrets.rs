@@ -90,7 +90,7 @@ pub fn secret_drifts(
     client: Client,
     namespace: Option<&str>,
     window: Duration,
-) -> impl Stream<Item = SecretDrift> + Send {
+) -> impl Stream<Item = SecretDrift> + Send + use<> {
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let mut judge = SecretJudge::new();

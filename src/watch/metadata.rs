@@ -24,7 +24,7 @@ pub fn metadata_events<K>(
     client: Client,
     namespace: Option<&str>,
     config: watcher::Config,
-) -> impl Stream<Item = MetadataEvent> + Send + 'static
+) -> impl Stream<Item = MetadataEvent> + Send + use<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
