@@ -1,4 +1,4 @@
-//! The operator: the [`StatefulCluster`] custom resource, its managers and
+//! The operator: the [`StatefulCluster`](crd::StatefulCluster) custom resource, its managers and
 //! its reconciler, run on a two-lane work queue.
 //!
 //! ```text

@@ -1,7 +1,7 @@
 //! Which custom resource owns a watched object: [`OwnerKind`] and its [`owner_of`](OwnerKind::owner_of).
 //!
 //! Both programs serve a namespaced custom resource (the sentinel any whose status follows the
-//! [`contract`](crate::contract), the operator its `StatefulCluster`). An object maps to its
+//! [`contract`], the operator its `StatefulCluster`). An object maps to its
 //! owner through its controller `ownerReference` of the configured group and kind, or else
 //! through the [`INSTANCE_LABEL`] naming the owner in the object's namespace.
 

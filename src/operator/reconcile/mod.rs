@@ -16,14 +16,11 @@
 //! [`conditions`] are a pure function of what it observed; [`status`] writes the status and
 //! [`events`] the Events.
 
-mod conditions;
-mod events;
-mod fast;
-mod full;
-mod status;
-
-pub use conditions::{Assessment, ConditionValue, Observed, assess, set_condition};
-pub use status::merge_patch;
+pub mod conditions;
+pub mod events;
+pub mod fast;
+pub mod full;
+pub mod status;
 
 use std::time::Duration;
 
@@ -48,18 +45,18 @@ use crate::{
 
 /// Which path ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
+pub enum ReconcilePath {
     /// A trigger was handled.
     Fast,
     /// The whole resource was reconciled.
     Full,
 }
 
-impl Path {
+impl ReconcilePath {
     fn label(self) -> &'static str {
         match self {
-            Path::Fast => "fast",
-            Path::Full => "full",
+            ReconcilePath::Fast => "fast",
+            ReconcilePath::Full => "full",
         }
     }
 }
@@ -79,7 +76,7 @@ pub enum Requeue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handled {
     /// The path that ran.
-    pub path: Path,
+    pub path: ReconcilePath,
     /// What to do next.
     pub requeue: Requeue,
 }
@@ -170,21 +167,21 @@ impl Context {
             .map_err(|e| Error::Kube("reading the StatefulCluster", e))?
         else {
             return Ok(Handled {
-                path: Path::Full,
+                path: ReconcilePath::Full,
                 requeue: Requeue::Done,
             });
         };
         if cr.metadata.deletion_timestamp.is_some() {
             // Owned objects go with it (ownerReferences); nothing to do.
             return Ok(Handled {
-                path: Path::Full,
+                path: ReconcilePath::Full,
                 requeue: Requeue::Done,
             });
         }
         let (path, result) = match (cr.pending_trigger(), secrets) {
-            (Some(_), _) => (Path::Fast, self.fast(&cr).await),
-            (None, Some(hint)) => (Path::Fast, self.repair_secrets(&cr, hint).await),
-            (None, None) => (Path::Full, self.full(&cr).await),
+            (Some(_), _) => (ReconcilePath::Fast, self.fast(&cr).await),
+            (None, Some(hint)) => (ReconcilePath::Fast, self.repair_secrets(&cr, hint).await),
+            (None, None) => (ReconcilePath::Full, self.full(&cr).await),
         };
         let label = if result.is_ok() { "ok" } else { "error" };
         self.metrics
