@@ -8,26 +8,25 @@
 //! stream of status updates becomes a few reconciles. It needs list and watch on the three
 //! kinds: `deploy/operator/rbac-watch-owned.yaml`.
 
-use std::time::Duration;
+use std::{pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt, stream};
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::{
-        apps::v1::StatefulSet,
-        core::v1::{ConfigMap, Service},
-    },
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Service},
 };
 use kube::{
-    Client, Resource,
+    Client,
     runtime::{WatchStreamExt, watcher},
 };
-use serde::de::DeserializeOwned;
 
 use crate::{
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE},
     stream::{ControllerStreamExt, DebounceConfig},
-    watch::{NamespacedName, OwnerKind, metadata::metadata_events},
+    watch::{
+        NamespacedName, OwnerKind,
+        metadata::{MetadataEvent, metadata_events},
+    },
 };
 
 /// Owners of changed managed objects, debounced per owner.
@@ -38,9 +37,17 @@ pub fn owner_changes(
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     stream::select_all([
-        owners_of::<StatefulSet>(&client, namespace, config.clone()),
-        owners_of::<Service>(&client, namespace, config.clone()),
-        owners_of::<ConfigMap>(&client, namespace, config),
+        owners_of(metadata_events::<StatefulSet>(
+            client.clone(),
+            namespace,
+            config.clone(),
+        )),
+        owners_of(metadata_events::<Service>(
+            client.clone(),
+            namespace,
+            config.clone(),
+        )),
+        owners_of(metadata_events::<ConfigMap>(client, namespace, config)),
     ])
     .debounce_keyed(
         DebounceConfig::trailing(Duration::from_secs(1)).max_wait(Duration::from_secs(5)),
@@ -50,34 +57,19 @@ pub fn owner_changes(
     .map(|d| d.key)
 }
 
-/// The owners of the `K` objects that change, as they change.
-fn owners_of<K>(
-    client: &Client,
-    namespace: Option<&str>,
-    config: watcher::Config,
-) -> std::pin::Pin<Box<dyn Stream<Item = NamespacedName> + Send>>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+/// The owners of the objects of one watch that change, as they change.
+fn owners_of(
+    events: impl Stream<Item = MetadataEvent> + Send + 'static,
+) -> Pin<Box<dyn Stream<Item = NamespacedName> + Send>> {
     let owner_kind = OwnerKind::default();
-    Box::pin(
-        metadata_events::<K>(client.clone(), namespace, config)
-            .touched_objects()
-            .filter_map(move |object| {
-                let key = match object {
-                    Ok(meta) => owner_kind.owner_of(&meta),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "owned-object watch error; retrying");
-                        None
-                    }
-                };
-                futures::future::ready(key)
-            }),
-    )
+    Box::pin(events.touched_objects().filter_map(move |object| {
+        let key = match object {
+            Ok(meta) => owner_kind.owner_of(&meta),
+            Err(e) => {
+                tracing::warn!(error = %e, "owned-object watch error; retrying");
+                None
+            }
+        };
+        futures::future::ready(key)
+    }))
 }
