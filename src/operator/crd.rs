@@ -1,3 +1,5 @@
+//! The `StatefulCluster` custom resource and its CustomResourceDefinition.
+//!
 //! The `StatefulCluster` custom resource: a replicated stateful service that the operator runs
 //! (StatefulSet, Services, ConfigMap, TLS Secrets, upgrades and backups) and the sentinel guards.
 //!

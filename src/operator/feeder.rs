@@ -1,3 +1,5 @@
+//! The feeder: watch events and resyncs turned into keys on the two lanes.
+//!
 //! The feeder: StatefulCluster watch events, resyncs and the side watches turned into keys on
 //! the work queue's two lanes.
 

@@ -1,3 +1,5 @@
+//! The operator's inputs, served into the work queue by one `select!` loop.
+//!
 //! The operator's inputs: the StatefulCluster watch, the Secret watch, the optional owned-object
 //! watches and two timers, served into the work queue by one `select!` loop while the
 //! runner works.

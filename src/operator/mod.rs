@@ -1,5 +1,7 @@
-//! The operator: the [`StatefulCluster`](crd::StatefulCluster) custom resource, its managers and
-//! its reconciler, run on a two-lane work queue.
+//! The operator: reconciles StatefulClusters on a two-lane work queue, triggers first.
+//!
+//! It holds the [`StatefulCluster`](crd::StatefulCluster) custom resource, its managers and its
+//! reconciler:
 //!
 //! ```text
 //! watch StatefulClusters ─┬─ triggerID ≠ lastHandledTriggerID ──▶ fast lane ─┐

@@ -1,3 +1,5 @@
+//! Optional metadata watches of the managed objects (`--watch-owned`).
+//!
 //! Optional (`--watch-owned`, off by default): metadata-only watches of the StatefulSets,
 //! Services and ConfigMaps the operator manages; a change puts the owning resource on the
 //! **normal** lane, as controller-runtime's `Owns()` would.

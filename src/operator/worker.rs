@@ -1,3 +1,5 @@
+//! The worker: a reconcile per claimed key, and the drain at shutdown.
+//!
 //! The worker: what the work queue's runner does with each claimed key (a reconcile, its
 //! result turned into the key's next step), and the drain that lets the work in flight finish
 //! at shutdown.

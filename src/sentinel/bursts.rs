@@ -1,3 +1,5 @@
+//! The debounce stage: drift events folded into one burst per owner.
+//!
 //! The debounce stage: drift events folded per owner into one [`DriftBurst`] each, with the
 //! window, max wait and mode the owner's `spec.sentinel` asks for.
 

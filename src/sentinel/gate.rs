@@ -1,3 +1,5 @@
+//! The gate between the debounce and the trigger sink.
+//!
 //! The gate between the debounce and the trigger sink: only the leader writes, and only for
 //! owners the [refusal policy](super::refusal) lets through.
 

@@ -1,3 +1,5 @@
+//! The sentinel's inputs, merged into one stream for the detector.
+//!
 //! The sentinel's inputs: the owners' cache, the metadata watches of the infrastructure, and
 //! leadership gains, merged into one stream of detector [`Input`]s.
 

@@ -1,3 +1,5 @@
+//! What the sentinel reads from an owning custom resource.
+//!
 //! What the sentinel reads from an owning custom resource: pause flag, `spec.sentinel`,
 //! deletion and last trigger ([`OwnerState`]).
 

@@ -1,3 +1,5 @@
+//! The refusal policy: why drift on an owner's objects is not triggered.
+//!
 //! Why drift on an owner's objects is not triggered: the one refusal policy, used by the
 //! detector and by the gate before the trigger sink.
 

@@ -1,3 +1,5 @@
+//! The trigger sink: each gated burst written to its owner's status.
+//!
 //! The trigger sink: each gated burst written to its owner's `status.sentinel`, retried with
 //! backoff, latest wins per owner (a newer burst absorbs an older one not yet written), with a
 //! `DriftDetected` Event.

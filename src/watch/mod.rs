@@ -1,3 +1,5 @@
+//! The Kubernetes layer both programs share and neither owns.
+//!
 //! The Kubernetes layer both programs share and neither owns: which object, who changed it,
 //! which custom resource owns it, and a metadata-only watch.
 //!

@@ -1,3 +1,5 @@
+//! The conditions of a full reconcile, as a pure function of what it observed.
+//!
 //! The conditions of a full reconcile, `Ready`, `Progressing` and `Degraded`, as a pure
 //! function of what the pass observed ([`assess`]), and their writing into the status list
 //! ([`set_condition`]).

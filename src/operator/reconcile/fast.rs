@@ -1,3 +1,5 @@
+//! The fast path: a trigger's drift reverted, verified and acknowledged.
+//!
 //! The fast path: a pending trigger's drift reverted (InfraManager and CertManager only,
 //! targeted to the objects it names), verified and acknowledged; and the repair of Secrets the
 //! operator's own watch saw changed.

@@ -1,3 +1,5 @@
+//! The full path: every manager, then the status with its conditions.
+//!
 //! The full path: upgrade step, infrastructure, certificates, backups, then the status with
 //! its conditions. A manager that fails does not stop the others: the pass goes on, records
 //! the first failure in `Degraded`, and returns it as the reconcile's error.

@@ -1,5 +1,4 @@
-//! Reconciling one [`StatefulCluster`]: the fast path for a pending trigger and the full path
-//! for everything else.
+//! Reconciling one StatefulCluster: the fast path or the full path.
 //!
 //! * **Fast path** (a trigger is pending): InfraManager and CertManager only, targeted to the
 //!   drifted objects the trigger names; every change read back and verified; then
