@@ -1,9 +1,96 @@
-//! Command-line helpers shared by the programs.
+//! Command-line pieces both programs share: the flags of [`CommonArgs`], duration parsing and
+//! the Kubernetes client.
 
-use std::{path::Path, time::Duration};
+use std::{
+    marker::PhantomData,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
 use kube::{Client, Config, config::KubeConfigOptions};
+
+use crate::leader::{Leadership, LeaseConfig};
+
+/// What differs between the programs in their [`CommonArgs`].
+pub trait Program {
+    /// Default name of the program's Lease; also the prefix of a generated identity.
+    const LEASE_NAME: &'static str;
+}
+
+/// Flags both programs take, with the same names, defaults and environment variables: the
+/// cluster, leader election and this instance's identity. Flattened into each program's flags
+/// (`#[command(flatten)]`); `P` gives the program's own Lease name.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CommonArgs<P: Program + Clone + Send + Sync + 'static> {
+    /// Kubeconfig to use (default: in-cluster configuration, then KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "KUBE_SENTINEL_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Compete for a Lease and act only while holding it (a standby keeps its watches warm).
+    #[arg(long, env = "KUBE_SENTINEL_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: `POD_NAMESPACE`, then the namespace of the client's
+    /// configuration, in a cluster the program's own).
+    #[arg(long, env = "KUBE_SENTINEL_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the Lease (one per program).
+    #[arg(long, env = "KUBE_SENTINEL_LEASE_NAME", default_value = P::LEASE_NAME)]
+    pub lease_name: String,
+    /// How long the Lease lasts without renewal.
+    #[arg(long, env = "KUBE_SENTINEL_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How long before expiry the holder renews (default: a third of the duration, 5s for 15s).
+    #[arg(long, env = "KUBE_SENTINEL_LEASE_GRACE", value_parser = parse_duration)]
+    pub lease_grace: Option<Duration>,
+    /// This instance's identity in the Lease and in Events (default: `POD_NAME`, then
+    /// `HOSTNAME`, then a generated one).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    #[arg(skip)]
+    program: PhantomData<P>,
+}
+
+impl<P: Program + Clone + Send + Sync + 'static> CommonArgs<P> {
+    /// A client for the cluster ([`kube_client`] with `--kubeconfig`).
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        kube_client(self.kubeconfig.as_deref()).await
+    }
+
+    /// `--identity`, else the host name, else the Lease name with a random suffix.
+    pub fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| {
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                format!("{}-{}", P::LEASE_NAME, &suffix[..8])
+            })
+    }
+
+    /// The Lease settings for `identity`; `default_namespace` is the client's.
+    pub fn lease_config(&self, default_namespace: &str, identity: String) -> LeaseConfig {
+        LeaseConfig {
+            namespace: self
+                .lease_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| default_namespace.to_owned()),
+            name: self.lease_name.clone(),
+            identity,
+            duration: self.lease_duration,
+            grace: self.lease_grace.unwrap_or(self.lease_duration / 3),
+        }
+    }
+
+    /// Competes for the Lease with `--leader-elect`; without it, always the leader.
+    pub async fn leadership(&self, client: &Client, identity: &str) -> anyhow::Result<Leadership> {
+        if !self.leader_elect {
+            return Ok(Leadership::always());
+        }
+        let config = self.lease_config(client.default_namespace(), identity.to_owned());
+        Leadership::elect(client.clone(), config).await
+    }
+}
 
 /// Parses a duration flag: `2s`, `500ms`, `1m30s`, `10h` (jiff's friendly format), or a bare
 /// number of seconds.
@@ -43,6 +130,54 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Debug)]
+    struct Example;
+
+    impl Program for Example {
+        const LEASE_NAME: &'static str = "kube-sentinel-example";
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs<Example>,
+    }
+
+    #[test]
+    fn common_flags_default_the_lease_to_the_program_and_the_grace_to_a_third() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["example", "--lease-namespace", "ha"]).expect("parses");
+        let lease = cli.common.lease_config("default", "me".into());
+        assert_eq!(
+            (
+                lease.namespace.as_str(),
+                lease.name.as_str(),
+                lease.identity.as_str()
+            ),
+            ("ha", "kube-sentinel-example", "me")
+        );
+        assert_eq!(
+            (lease.duration, lease.grace),
+            (Duration::from_secs(15), Duration::from_secs(5))
+        );
+        let cli = Cli::try_parse_from([
+            "example",
+            "--lease-name",
+            "mine",
+            "--lease-duration",
+            "4s",
+            "--lease-grace",
+            "1s",
+        ])
+        .expect("parses");
+        let lease = cli.common.lease_config("default", "me".into());
+        assert_eq!(lease.name, "mine");
+        assert_eq!(
+            (lease.duration, lease.grace),
+            (Duration::from_secs(4), Duration::from_secs(1))
+        );
+    }
 
     #[test]
     fn parses_friendly_durations_and_refuses_nonsense() {

@@ -1,8 +1,9 @@
 //! The `status.sentinel` contract between the sentinel and an operator.
 //!
-//! The sentinel serves any custom resource whose status follows this contract; the operator in
-//! this crate ([`StatefulCluster`](crate) once it exists) is the default. Field names are the JSON
-//! names on the wire.
+//! The sentinel serves any custom resource whose status follows this contract; this crate's
+//! operator and its [`StatefulCluster`](crate::operator::crd::StatefulCluster) are the
+//! default. The two programs meet only here (and share the Kubernetes layer in
+//! [`watch`](crate::watch)). Field names are the JSON names on the wire.
 //!
 //! * `spec.sentinel` ([`SentinelSpec`]) and `spec.paused` are read by the sentinel to decide
 //!   whether and how fast to trigger.

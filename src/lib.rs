@@ -38,3 +38,4 @@ pub mod sentinel;
 pub mod stream;
 pub mod telemetry;
 pub mod testenv;
+pub mod watch;

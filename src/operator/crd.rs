@@ -1,3 +1,5 @@
+//! The `StatefulCluster` custom resource and its CustomResourceDefinition.
+//!
 //! The `StatefulCluster` custom resource: a replicated stateful service that the operator runs
 //! (StatefulSet, Services, ConfigMap, TLS Secrets, upgrades and backups) and the sentinel guards.
 //!
@@ -290,11 +292,13 @@ pub enum Outcome {
 }
 
 /// One object the operator reverted.
+// Also the objects a trigger names and the Secrets the operator's watch saw changed: an object
+// owned by the resource, by kind and name in its namespace. (Doc above is the CRD's description.)
 #[derive(
     Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "camelCase")]
-pub struct ObjectRef {
+pub struct OwnedObject {
     /// Kind, e.g. `Service`.
     pub kind: String,
     /// Name, in the resource's namespace.
@@ -324,7 +328,7 @@ pub struct SentinelStatus {
     pub last_outcome: Option<Outcome>,
     /// Objects the last handling reverted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reverted_objects: Vec<ObjectRef>,
+    pub reverted_objects: Vec<OwnedObject>,
     /// Objects reverted since the resource was created.
     #[serde(default)]
     pub corrections: u64,

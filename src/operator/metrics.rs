@@ -1,3 +1,5 @@
+//! The operator's metrics.
+//!
 //! The operator's metrics: reconciles and manager runs by path, reverted objects, and the
 //! detection-to-revert and trigger-to-revert latencies (Prometheus histograms on `/metrics`,
 //! HdrHistogram percentiles per resource and overall on `/debug/latency`, a periodic log line).

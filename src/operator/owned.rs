@@ -1,3 +1,5 @@
+//! Optional metadata watches of the managed objects (`--watch-owned`).
+//!
 //! Optional (`--watch-owned`, off by default): metadata-only watches of the StatefulSets,
 //! Services and ConfigMaps the operator manages; a change puts the owning resource on the
 //! **normal** lane, as controller-runtime's `Owns()` would.
@@ -8,82 +10,68 @@
 //! stream of status updates becomes a few reconciles. It needs list and watch on the three
 //! kinds: `deploy/operator/rbac-watch-owned.yaml`.
 
-use std::time::Duration;
+use std::{pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt, stream};
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::{
-        apps::v1::StatefulSet,
-        core::v1::{ConfigMap, Service},
-    },
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Service},
 };
 use kube::{
-    Api, Client, Resource,
-    core::PartialObjectMeta,
+    Client,
     runtime::{WatchStreamExt, watcher},
 };
-use serde::de::DeserializeOwned;
 
 use crate::{
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE},
-    operator::reconcile::Key,
-    sentinel::owner::OwnerKind,
     stream::{ControllerStreamExt, DebounceConfig},
+    watch::{
+        NamespacedName, OwnerKind,
+        metadata::{MetadataEvent, metadata_events},
+    },
 };
 
 /// Owners of changed managed objects, debounced per owner.
-pub fn owner_changes(client: Client, namespace: Option<&str>) -> impl Stream<Item = Key> + Send {
+pub fn owner_changes(
+    client: Client,
+    namespace: Option<&str>,
+) -> impl Stream<Item = NamespacedName> + Send + use<> {
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     stream::select_all([
-        owners_of::<StatefulSet>(&client, namespace, config.clone()),
-        owners_of::<Service>(&client, namespace, config.clone()),
-        owners_of::<ConfigMap>(&client, namespace, config),
+        owners_of(metadata_events::<StatefulSet>(
+            client.clone(),
+            namespace,
+            config.clone(),
+        )),
+        owners_of(metadata_events::<Service>(
+            client.clone(),
+            namespace,
+            config.clone(),
+        )),
+        owners_of(metadata_events::<ConfigMap>(client, namespace, config)),
     ])
     .debounce_keyed(
         DebounceConfig::trailing(Duration::from_secs(1)).max_wait(Duration::from_secs(5)),
-        Key::clone,
+        NamespacedName::clone,
         |_: Option<()>, _| (),
     )
     .map(|d| d.key)
 }
 
-fn owners_of<K>(
-    client: &Client,
-    namespace: Option<&str>,
-    config: watcher::Config,
-) -> std::pin::Pin<Box<dyn Stream<Item = Key> + Send>>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let api: Api<PartialObjectMeta<K>> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+/// The owners of the objects of one watch that change, as they change.
+fn owners_of(
+    events: impl Stream<Item = MetadataEvent> + Send + 'static,
+) -> Pin<Box<dyn Stream<Item = NamespacedName> + Send>> {
     let owner_kind = OwnerKind::default();
-    Box::pin(
-        watcher(api, config)
-            .default_backoff()
-            .touched_objects()
-            .filter_map(move |object| {
-                let key = match object {
-                    Ok(o) => owner_kind.owner_of(&o.metadata).map(|owner| Key {
-                        namespace: owner.namespace,
-                        name: owner.name,
-                    }),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "owned-object watch error; retrying");
-                        None
-                    }
-                };
-                futures::future::ready(key)
-            }),
-    )
+    Box::pin(events.touched_objects().filter_map(move |object| {
+        let key = match object {
+            Ok(meta) => owner_kind.owner_of(&meta),
+            Err(e) => {
+                tracing::warn!(error = %e, "owned-object watch error; retrying");
+                None
+            }
+        };
+        futures::future::ready(key)
+    }))
 }

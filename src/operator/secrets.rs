@@ -9,25 +9,22 @@
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
-use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Client,
-    core::PartialObjectMeta,
-    runtime::{WatchStreamExt, watcher},
-};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::{Client, runtime::watcher};
 
 use crate::{
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPERATOR_FIELD_MANAGER},
-    operator::{crd::ObjectRef, reconcile::Key},
-    sentinel::{
-        actor::{ActorFilter, FirstSight, ObjectKey, Verdict},
-        owner::OwnerKind,
-    },
+    operator::crd::OwnedObject,
     stream::{ControllerStreamExt, DebounceConfig, Debounced},
+    watch::{
+        NamespacedName, ObjectKey, OwnerKind,
+        actor::{ActorFilter, FirstSight, Verdict},
+        metadata::metadata_events,
+    },
 };
 
 /// A debounced foreign change to one or more Secrets of one resource.
-pub type SecretDrift = Debounced<Key, Vec<ObjectRef>>;
+pub type SecretDrift = Debounced<NamespacedName, Vec<OwnedObject>>;
 
 /// Judges Secret metadata events: which owner, which Secret, drift or not.
 pub struct SecretJudge {
@@ -53,19 +50,19 @@ impl SecretJudge {
     /// Secrets anyway.
     pub fn judge(
         &mut self,
-        event: watcher::Event<PartialObjectMeta<Secret>>,
-    ) -> Vec<(Key, ObjectRef)> {
+        event: watcher::Event<ObjectMeta>,
+    ) -> Vec<(NamespacedName, OwnedObject)> {
         let (meta, first) = match event {
             watcher::Event::Init | watcher::Event::InitDone => return Vec::new(),
             watcher::Event::InitApply(m) => (m, FirstSight::Listed(Some(jiff::Timestamp::now()))),
             watcher::Event::Apply(m) => (m, FirstSight::Created),
             watcher::Event::Delete(m) => {
-                self.filter.forget(&ObjectKey::new("Secret", &m.metadata));
+                self.filter.forget(&ObjectKey::new("Secret", &m));
                 return owned(&m).into_iter().collect();
             }
         };
-        let key = ObjectKey::new("Secret", &meta.metadata);
-        match self.filter.observe(&key, &meta.metadata, first) {
+        let key = ObjectKey::new("Secret", &meta);
+        match self.filter.observe(&key, &meta, first) {
             Verdict::Drift { managers } => {
                 tracing::debug!(secret = %key.name, ?managers, "foreign change to an owned Secret");
                 owned(&meta).into_iter().collect()
@@ -76,16 +73,13 @@ impl SecretJudge {
 }
 
 /// The resource that owns this Secret: its controller reference, or the instance label.
-fn owned(meta: &PartialObjectMeta<Secret>) -> Option<(Key, ObjectRef)> {
-    let owner = OwnerKind::default().owner_of(&meta.metadata)?;
+fn owned(meta: &ObjectMeta) -> Option<(NamespacedName, OwnedObject)> {
+    let owner = OwnerKind::default().owner_of(meta)?;
     Some((
-        Key {
-            namespace: owner.namespace,
-            name: owner.name,
-        },
-        ObjectRef {
+        owner,
+        OwnedObject {
             kind: "Secret".into(),
-            name: meta.metadata.name.clone()?,
+            name: meta.name.clone()?,
         },
     ))
 }
@@ -96,17 +90,11 @@ pub fn secret_drifts(
     client: Client,
     namespace: Option<&str>,
     window: Duration,
-) -> impl Stream<Item = SecretDrift> + Send {
-    // An Api of PartialObjectMeta makes metadata-only requests.
-    let api: Api<PartialObjectMeta<Secret>> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+) -> impl Stream<Item = SecretDrift> + Send + use<> {
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let mut judge = SecretJudge::new();
-    watcher(api, config)
-        .default_backoff()
+    metadata_events::<Secret>(client, namespace, config)
         .filter_map(|event| async move {
             event
                 .map_err(|e| tracing::warn!(error = %e, "Secret watch error; retrying"))
@@ -115,8 +103,8 @@ pub fn secret_drifts(
         .flat_map(move |event| stream::iter(judge.judge(event)))
         .debounce_keyed(
             DebounceConfig::trailing(window).max_wait(window * 4),
-            |(owner, _): &(Key, ObjectRef)| owner.clone(),
-            |acc: Option<Vec<ObjectRef>>, (_, secret)| {
+            |(owner, _): &(NamespacedName, OwnedObject)| owner.clone(),
+            |acc: Option<Vec<OwnedObject>>, (_, secret)| {
                 let mut secrets = acc.unwrap_or_default();
                 if !secrets.contains(&secret) {
                     secrets.push(secret);
@@ -130,10 +118,10 @@ pub fn secret_drifts(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-        ManagedFieldsEntry, ObjectMeta, OwnerReference, Time,
+        ManagedFieldsEntry, OwnerReference, Time,
     };
 
-    fn secret(rv: &str, entries: &[(&str, i64)]) -> PartialObjectMeta<Secret> {
+    fn secret(rv: &str, entries: &[(&str, i64)]) -> ObjectMeta {
         let managed_fields = entries
             .iter()
             .map(|(manager, at)| ManagedFieldsEntry {
@@ -146,24 +134,20 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        PartialObjectMeta {
-            types: None,
-            metadata: ObjectMeta {
-                name: Some("db-tls".into()),
-                namespace: Some("ns".into()),
-                resource_version: Some(rv.into()),
-                owner_references: Some(vec![OwnerReference {
-                    api_version: "kube-sentinel.dev/v1alpha1".into(),
-                    kind: "StatefulCluster".into(),
-                    name: "db".into(),
-                    uid: "u".into(),
-                    controller: Some(true),
-                    block_owner_deletion: None,
-                }]),
-                managed_fields: Some(managed_fields),
-                ..Default::default()
-            },
-            _phantom: Default::default(),
+        ObjectMeta {
+            name: Some("db-tls".into()),
+            namespace: Some("ns".into()),
+            resource_version: Some(rv.into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "kube-sentinel.dev/v1alpha1".into(),
+                kind: "StatefulCluster".into(),
+                name: "db".into(),
+                uid: "u".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            managed_fields: Some(managed_fields),
+            ..Default::default()
         }
     }
 
@@ -175,11 +159,8 @@ mod tests {
         let own = secret("2", &[(OPERATOR_FIELD_MANAGER, 200)]);
         assert!(judge.judge(watcher::Event::Apply(own)).is_empty());
         let edited = secret("3", &[(OPERATOR_FIELD_MANAGER, 200), ("kubectl-edit", 300)]);
-        let owner = Key {
-            namespace: "ns".into(),
-            name: "db".into(),
-        };
-        let tls = ObjectRef {
+        let owner = NamespacedName::new("ns", "db");
+        let tls = OwnedObject {
             kind: "Secret".into(),
             name: "db-tls".into(),
         };

@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use futures::{Stream, StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
@@ -31,13 +32,16 @@ use kube::{
 };
 
 use super::{
-    actor::{ActorFilter, FirstSight, ObjectKey, Verdict},
-    metrics::SentinelMetrics,
-    owner::{OwnerKey, OwnerKind, OwnerState},
+    inputs::WATCHED_KINDS, metrics::SentinelMetrics, owner_state::OwnerState, refusal::Refusal,
 };
 use crate::{
     contract::{DebounceModeSpec, DriftChange, DriftedObject, SentinelSpec},
     stream::{DebounceMode, Timing},
+    telemetry::Gate,
+    watch::{
+        NamespacedName, ObjectKey, OwnerKind,
+        actor::{ActorFilter, FirstSight, Verdict},
+    },
 };
 
 /// Input of the detector.
@@ -55,7 +59,7 @@ pub enum Input {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DriftEvent {
     /// The owning custom resource: the debounce key.
-    pub owner: OwnerKey,
+    pub owner: NamespacedName,
     /// What drifted.
     pub object: DriftedObject,
     /// The foreign managers that changed it.
@@ -69,7 +73,7 @@ pub struct DriftEvent {
 /// Reads the owning custom resources' state.
 pub trait OwnerLookup {
     /// The state of `owner`, or `None` if it does not exist (as far as the cache knows).
-    fn owner_state(&self, owner: &OwnerKey) -> Option<OwnerState>;
+    fn owner_state(&self, owner: &NamespacedName) -> Option<OwnerState>;
 }
 
 /// The owners from a reflector store of the custom resources.
@@ -82,7 +86,7 @@ pub struct StoreOwners {
 }
 
 impl OwnerLookup for StoreOwners {
-    fn owner_state(&self, owner: &OwnerKey) -> Option<OwnerState> {
+    fn owner_state(&self, owner: &NamespacedName) -> Option<OwnerState> {
         let reference =
             ObjectRef::new_with(&owner.name, self.kind.resource.clone()).within(&owner.namespace);
         self.store
@@ -91,8 +95,8 @@ impl OwnerLookup for StoreOwners {
     }
 }
 
-impl<S: std::hash::BuildHasher> OwnerLookup for HashMap<OwnerKey, OwnerState, S> {
-    fn owner_state(&self, owner: &OwnerKey) -> Option<OwnerState> {
+impl<S: std::hash::BuildHasher> OwnerLookup for HashMap<NamespacedName, OwnerState, S> {
+    fn owner_state(&self, owner: &NamespacedName) -> Option<OwnerState> {
         self.get(owner).cloned()
     }
 }
@@ -130,6 +134,22 @@ impl TimingDefaults {
     }
 }
 
+/// The detect stage: every input through `detector`, its drift events out; `synced` opens once
+/// the first list of every watched kind is complete.
+pub fn detect<O: OwnerLookup>(
+    inputs: impl Stream<Item = Input>,
+    mut detector: Detector<O>,
+    synced: Gate,
+) -> impl Stream<Item = DriftEvent> {
+    inputs.flat_map(move |input| {
+        let events = detector.handle(input);
+        if WATCHED_KINDS.iter().all(|k| detector.is_synced(k)) {
+            synced.set(true);
+        }
+        stream::iter(events)
+    })
+}
+
 /// Watch events in, drift events out. See the [module documentation](self).
 pub struct Detector<O> {
     filter: ActorFilter,
@@ -142,7 +162,7 @@ pub struct Detector<O> {
     /// Objects seen by a list in progress, per kind.
     relisting: HashMap<&'static str, HashSet<ObjectKey>>,
     /// The owner of every recorded object, for deletions and catch-up.
-    owner_of: HashMap<ObjectKey, OwnerKey>,
+    owner_of: HashMap<ObjectKey, NamespacedName>,
 }
 
 impl<O: OwnerLookup> Detector<O> {
@@ -242,7 +262,7 @@ impl<O: OwnerLookup> Detector<O> {
         }
     }
 
-    fn deleted(&mut self, key: ObjectKey, owner: Option<OwnerKey>) -> Option<DriftEvent> {
+    fn deleted(&mut self, key: ObjectKey, owner: Option<NamespacedName>) -> Option<DriftEvent> {
         let Some(owner) = owner else {
             self.ignored("no_owner");
             return None;
@@ -272,7 +292,7 @@ impl<O: OwnerLookup> Detector<O> {
     }
 
     fn catch_up(&mut self) -> Vec<DriftEvent> {
-        let candidates: Vec<(ObjectKey, OwnerKey)> = self
+        let candidates: Vec<(ObjectKey, NamespacedName)> = self
             .owner_of
             .iter()
             .map(|(k, o)| (k.clone(), o.clone()))
@@ -294,28 +314,18 @@ impl<O: OwnerLookup> Detector<O> {
     fn drift(
         &mut self,
         key: ObjectKey,
-        owner: OwnerKey,
+        owner: NamespacedName,
         state: Option<OwnerState>,
         change: DriftChange,
         managers: Vec<String>,
     ) -> Option<DriftEvent> {
-        let Some(state) = state else {
-            self.ignored("owner_not_found");
-            return None;
+        let state = match Refusal::check(state.as_ref()) {
+            Ok(state) => state,
+            Err(refusal) => {
+                self.ignored(refusal.as_str());
+                return None;
+            }
         };
-        let refusal = if state.deleting {
-            Some("owner_deleting")
-        } else if state.paused {
-            Some("owner_paused")
-        } else if !state.sentinel.is_enabled() {
-            Some("sentinel_disabled")
-        } else {
-            None
-        };
-        if let Some(reason) = refusal {
-            self.ignored(reason);
-            return None;
-        }
         self.metrics
             .drifts_detected
             .get_or_create(&[("kind", key.kind)])
@@ -377,14 +387,16 @@ mod tests {
         }
     }
 
-    fn owner(name: &str) -> OwnerKey {
-        OwnerKey {
+    fn owner(name: &str) -> NamespacedName {
+        NamespacedName {
             namespace: "prod".into(),
             name: name.into(),
         }
     }
 
-    fn detector(owners: HashMap<OwnerKey, OwnerState>) -> Detector<HashMap<OwnerKey, OwnerState>> {
+    fn detector(
+        owners: HashMap<NamespacedName, OwnerState>,
+    ) -> Detector<HashMap<NamespacedName, OwnerState>> {
         Detector::new(
             ActorFilter::new([OP]),
             OwnerKind::default(),
@@ -399,7 +411,7 @@ mod tests {
     }
 
     fn listed(
-        d: &mut Detector<HashMap<OwnerKey, OwnerState>>,
+        d: &mut Detector<HashMap<NamespacedName, OwnerState>>,
         kind: &'static str,
         metas: Vec<ObjectMeta>,
     ) -> Vec<DriftEvent> {
@@ -546,7 +558,7 @@ mod tests {
 
     #[test]
     fn catch_up_re_judges_records_against_the_last_trigger() {
-        let mut owners: HashMap<OwnerKey, OwnerState> =
+        let mut owners: HashMap<NamespacedName, OwnerState> =
             [(owner("a"), OwnerState::default())].into();
         owners.insert(
             owner("b"),

@@ -170,14 +170,7 @@ impl BackupManager {
         let mut created = None;
         let next_in = match due(spec, status.last_scheduled_at.as_ref().map(|t| t.0), now) {
             Ok(()) => {
-                let job = job(cr, names, spec, now)?;
-                let name = job.metadata.name.clone().unwrap_or_default();
-                match api.create(&PostParams::default(), &job).await {
-                    Ok(_) => tracing::info!(job = %name, "created a backup Job"),
-                    // Created by a pass that failed before recording it: count it as this run.
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(Error::kube(format!("creating backup Job {name}"))(e)),
-                }
+                let name = start(&api, cr, names, spec, now).await?;
                 status.last_scheduled_at = Some(Time(now));
                 status.last_job = Some(name.clone());
                 created = Some(name);
@@ -185,57 +178,12 @@ impl BackupManager {
             }
             Err(wait) => wait,
         };
-        let selector = format!("{INSTANCE_LABEL}={},{COMPONENT_LABEL}=backup", names.name);
-        let mut jobs = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::kube("listing backup Jobs"))?
-            .items;
-        // Newest first; names carry the creation second, so they break ties.
-        jobs.sort_by(|a, b| {
-            (
-                b.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                b.metadata.name.as_ref(),
-            )
-                .cmp(&(
-                    a.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                    a.metadata.name.as_ref(),
-                ))
-        });
+        let jobs = newest_first(&api, names).await?;
         if let Some((job, at)) = jobs.iter().find_map(|j| succeeded(j).map(|t| (j, t))) {
             status.last_success_at = Some(at);
             status.last_success_job = job.metadata.name.clone();
         }
-        let mut deleted = Vec::new();
-        for old in jobs.iter().skip(spec.retention as usize) {
-            let Some(name) = old.metadata.name.clone() else {
-                continue;
-            };
-            if old.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            match api
-                .delete(
-                    &name,
-                    &DeleteParams {
-                        propagation_policy: Some(PropagationPolicy::Background),
-                        ..Default::default()
-                    },
-                )
-                .await
-            {
-                Ok(_) => deleted.push(name),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(Error::kube(format!("deleting backup Job {name}"))(e)),
-            }
-        }
-        if !deleted.is_empty() {
-            tracing::info!(
-                ?deleted,
-                retention = spec.retention,
-                "deleted old backup Jobs"
-            );
-        }
+        let deleted = retire(&api, &jobs, spec.retention as usize).await?;
         Ok(Some(BackupOutcome {
             status,
             created,
@@ -243,6 +191,74 @@ impl BackupManager {
             next_in,
         }))
     }
+}
+
+/// Creates the Job of the run at `now`; returns its name.
+async fn start(
+    api: &Api<Job>,
+    cr: &StatefulCluster,
+    names: &Names,
+    spec: &BackupSpec,
+    now: jiff::Timestamp,
+) -> Result<String> {
+    let job = job(cr, names, spec, now)?;
+    let name = job.metadata.name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), &job).await {
+        Ok(_) => tracing::info!(job = %name, "created a backup Job"),
+        // Created by a pass that failed before recording it: count it as this run.
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(Error::kube(format!("creating backup Job {name}"))(e)),
+    }
+    Ok(name)
+}
+
+/// The cluster's backup Jobs, newest first.
+async fn newest_first(api: &Api<Job>, names: &Names) -> Result<Vec<Job>> {
+    let selector = format!("{INSTANCE_LABEL}={},{COMPONENT_LABEL}=backup", names.name);
+    let mut jobs = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("listing backup Jobs"))?
+        .items;
+    // Newest first; names carry the creation second, so they break ties.
+    jobs.sort_by(|a, b| {
+        (
+            b.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            b.metadata.name.as_ref(),
+        )
+            .cmp(&(
+                a.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                a.metadata.name.as_ref(),
+            ))
+    });
+    Ok(jobs)
+}
+
+/// Deletes the Jobs beyond the newest `retention` (not those already going); returns their
+/// names.
+async fn retire(api: &Api<Job>, jobs: &[Job], retention: usize) -> Result<Vec<String>> {
+    let mut deleted = Vec::new();
+    for old in jobs.iter().skip(retention) {
+        let Some(name) = old.metadata.name.clone() else {
+            continue;
+        };
+        if old.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => deleted.push(name),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube(format!("deleting backup Job {name}"))(e)),
+        }
+    }
+    if !deleted.is_empty() {
+        tracing::info!(?deleted, retention, "deleted old backup Jobs");
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

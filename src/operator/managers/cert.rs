@@ -20,7 +20,7 @@ use rcgen::{
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::{Error, Names, ObjectChange, Result, converge, owned_meta};
-use crate::operator::crd::{CertificateStatus, ObjectRef, StatefulCluster, TlsSpec};
+use crate::operator::crd::{CertificateStatus, OwnedObject, StatefulCluster, TlsSpec};
 
 /// Lifetime of the CA in days.
 pub const CA_VALIDITY_DAYS: u64 = 3650;
@@ -248,7 +248,7 @@ impl CertManager {
         cr: &StatefulCluster,
         names: &Names,
         now: i64,
-        only: &[ObjectRef],
+        only: &[OwnedObject],
     ) -> Result<Option<CertOutcome>> {
         let Some(tls) = cr.spec.tls.as_ref().filter(|t| t.enabled) else {
             return Ok(None);
@@ -263,84 +263,16 @@ impl CertManager {
             .await
             .map_err(Error::kube("reading the TLS Secret"))?;
         let mut reissued = Vec::new();
-        let stored_ca = read_pair(ca_secret.as_ref(), "tls.crt", "tls.key");
-        let ca = match stored_ca.as_ref().map(|p| check_ca(p, now)) {
-            Some(Ok(_)) => stored_ca.clone().ok_or(Error::Incomplete("CA"))?,
-            other => {
-                let problem = match other {
-                    Some(Err(p)) => p,
-                    _ => Problem::Missing,
-                };
-                reissued.push((names.ca_secret(), problem));
-                issue_ca(names, now)?
-            }
-        };
-        let sans = expected_sans(names);
-        let stored = read_pair(tls_secret.as_ref(), "tls.crt", "tls.key");
-        let (serving, checked) = match stored
-            .as_ref()
-            .map(|p| check_serving(p, &ca, &sans, tls, now))
-        {
-            Some(Ok(checked)) => (
-                stored.clone().ok_or(Error::Incomplete("certificate"))?,
-                checked,
-            ),
-            other => {
-                let problem = match other {
-                    Some(Err(p)) => p,
-                    _ => Problem::Missing,
-                };
-                reissued.push((names.tls_secret(), problem));
-                let pair = issue_serving(&ca, &sans, tls.validity_days, now)?;
-                let checked = check_serving(&pair, &ca, &sans, tls, now).map_err(|p| {
-                    Error::Certificate(format!("a fresh certificate fails its check: {p:?}"))
-                })?;
-                (pair, checked)
-            }
-        };
+        let ca = valid_ca(ca_secret.as_ref(), names, now, &mut reissued)?;
+        let (serving, checked) =
+            valid_serving(tls_secret.as_ref(), &ca, names, tls, now, &mut reissued)?;
         for (secret, problem) in &reissued {
             tracing::info!(%secret, ?problem, "issuing a certificate");
         }
-        let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
-        let ca_object = Secret {
-            metadata: owned_meta(cr, names, names.ca_secret(), "tls")?,
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(BTreeMap::from([
-                ("tls.crt".into(), bytes(&ca.cert)),
-                ("tls.key".into(), bytes(&ca.key)),
-            ])),
-            ..Default::default()
-        };
-        let serving_object = Secret {
-            metadata: owned_meta(cr, names, names.tls_secret(), "tls")?,
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(BTreeMap::from([
-                ("tls.crt".into(), bytes(&serving.cert)),
-                ("tls.key".into(), bytes(&serving.key)),
-                ("ca.crt".into(), bytes(&ca.cert)),
-            ])),
-            ..Default::default()
-        };
-        let resource = ApiResource::erase::<Secret>(&());
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &names.namespace, &resource);
-        let targeted = only.iter().any(|o| {
-            o.kind == "Secret" && (o.name == names.ca_secret() || o.name == names.tls_secret())
-        });
-        let mut changes = Vec::new();
-        for object in [ca_object, serving_object] {
-            let name = object.metadata.name.clone().unwrap_or_default();
-            let wanted = !targeted
-                || reissued.iter().any(|(n, _)| *n == name)
-                || only.iter().any(|o| o.kind == "Secret" && o.name == name);
-            if !wanted {
-                continue;
-            }
-            let mut value = serde_json::to_value(&object).map_err(|e| Error::Json("Secret", e))?;
-            value["apiVersion"] = "v1".into();
-            value["kind"] = "Secret".into();
-            changes.push(converge(&api, "Secret", &value).await?);
-        }
+        let objects = tls_secrets(cr, names, &ca, &serving)?;
+        let changes = self
+            .converge_secrets(names, objects, only, &reissued)
+            .await?;
         let previous = cr
             .status
             .as_ref()
@@ -357,6 +289,121 @@ impl CertManager {
             reissued,
         }))
     }
+
+    /// Converges `objects`: all of them, unless `only` names one of the two Secrets; then
+    /// those it names and those just reissued.
+    async fn converge_secrets(
+        &self,
+        names: &Names,
+        objects: [Secret; 2],
+        only: &[OwnedObject],
+        reissued: &[(String, Problem)],
+    ) -> Result<Vec<ObjectChange>> {
+        let resource = ApiResource::erase::<Secret>(&());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &names.namespace, &resource);
+        let targeted = only.iter().any(|o| {
+            o.kind == "Secret" && (o.name == names.ca_secret() || o.name == names.tls_secret())
+        });
+        let mut changes = Vec::new();
+        for object in objects {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let wanted = !targeted
+                || reissued.iter().any(|(n, _)| *n == name)
+                || only.iter().any(|o| o.kind == "Secret" && o.name == name);
+            if !wanted {
+                continue;
+            }
+            let mut value = serde_json::to_value(&object).map_err(|e| Error::Json("Secret", e))?;
+            value["apiVersion"] = "v1".into();
+            value["kind"] = "Secret".into();
+            changes.push(converge(&api, "Secret", &value).await?);
+        }
+        Ok(changes)
+    }
+}
+
+/// The stored CA if it passes [`check_ca`], else a new one (recorded in `reissued`).
+fn valid_ca(
+    stored: Option<&Secret>,
+    names: &Names,
+    now: i64,
+    reissued: &mut Vec<(String, Problem)>,
+) -> Result<Pair> {
+    let stored = read_pair(stored, "tls.crt", "tls.key");
+    match stored.as_ref().map(|p| check_ca(p, now)) {
+        Some(Ok(_)) => stored.ok_or(Error::Incomplete("CA")),
+        other => {
+            let problem = match other {
+                Some(Err(p)) => p,
+                _ => Problem::Missing,
+            };
+            reissued.push((names.ca_secret(), problem));
+            issue_ca(names, now)
+        }
+    }
+}
+
+/// The stored serving pair if it passes [`check_serving`] against `ca`, else a new one
+/// (recorded in `reissued`), with its checks.
+fn valid_serving(
+    stored: Option<&Secret>,
+    ca: &Pair,
+    names: &Names,
+    tls: &TlsSpec,
+    now: i64,
+    reissued: &mut Vec<(String, Problem)>,
+) -> Result<(Pair, Checked)> {
+    let sans = expected_sans(names);
+    let stored = read_pair(stored, "tls.crt", "tls.key");
+    match stored
+        .as_ref()
+        .map(|p| check_serving(p, ca, &sans, tls, now))
+    {
+        Some(Ok(checked)) => Ok((stored.ok_or(Error::Incomplete("certificate"))?, checked)),
+        other => {
+            let problem = match other {
+                Some(Err(p)) => p,
+                _ => Problem::Missing,
+            };
+            reissued.push((names.tls_secret(), problem));
+            let pair = issue_serving(ca, &sans, tls.validity_days, now)?;
+            let checked = check_serving(&pair, ca, &sans, tls, now).map_err(|p| {
+                Error::Certificate(format!("a fresh certificate fails its check: {p:?}"))
+            })?;
+            Ok((pair, checked))
+        }
+    }
+}
+
+/// The CA Secret and the serving Secret (which also carries `ca.crt`), owned by `cr`.
+fn tls_secrets(
+    cr: &StatefulCluster,
+    names: &Names,
+    ca: &Pair,
+    serving: &Pair,
+) -> Result<[Secret; 2]> {
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    let ca_object = Secret {
+        metadata: owned_meta(cr, names, names.ca_secret(), "tls")?,
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".into(), bytes(&ca.cert)),
+            ("tls.key".into(), bytes(&ca.key)),
+        ])),
+        ..Default::default()
+    };
+    let serving_object = Secret {
+        metadata: owned_meta(cr, names, names.tls_secret(), "tls")?,
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".into(), bytes(&serving.cert)),
+            ("tls.key".into(), bytes(&serving.key)),
+            ("ca.crt".into(), bytes(&ca.cert)),
+        ])),
+        ..Default::default()
+    };
+    Ok([ca_object, serving_object])
 }
 
 #[cfg(test)]

@@ -67,23 +67,48 @@ pub async fn converge(
         .as_str()
         .ok_or(Error::Incomplete("name"))?
         .to_string();
-    let context = || format!("{kind} {name}");
-    let before = api.get_opt(&name).await.map_err(Error::kube(context()))?;
-    let mut after = None;
+    let context = format!("{kind} {name}");
+    let before = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(context.clone()))?;
+    let after = apply_and_prune(api, kind, &name, desired, &context).await?;
+    let (action, changed) = compare(before.as_ref(), &after)?;
+    let verified = match action {
+        Action::Unchanged => true,
+        Action::Created | Action::Updated => reads_back(api, &name, desired, &context).await?,
+    };
+    Ok(ObjectChange {
+        kind: kind.to_string(),
+        name,
+        action,
+        changed,
+        verified,
+    })
+}
+
+/// The forced apply, then the removal of foreign fields, retried while the object changes
+/// between the two; the object as it stands after.
+async fn apply_and_prune(
+    api: &Api<DynamicObject>,
+    kind: &str,
+    name: &str,
+    desired: &Value,
+    context: &str,
+) -> Result<Value> {
     for _ in 0..ATTEMPTS {
         let applied = api
             .patch(
-                &name,
+                name,
                 &PatchParams::apply(OPERATOR_FIELD_MANAGER).force(),
                 &Patch::Apply(desired),
             )
             .await
-            .map_err(Error::kube(format!("applying {}", context())))?;
+            .map_err(Error::kube(format!("applying {context}")))?;
         let live = serde_json::to_value(&applied).map_err(|e| Error::Json("object", e))?;
         let removals = foreign_removals(&live, desired);
         if removals.is_empty() {
-            after = Some(live);
-            break;
+            return Ok(live);
         }
         let ops = removal_patch(&live, &removals, &jiff::Timestamp::now().to_string());
         let patch = Patch::Json::<()>(
@@ -93,62 +118,54 @@ pub async fn converge(
             field_manager: Some(OPERATOR_FIELD_MANAGER.into()),
             ..Default::default()
         };
-        match api.patch(&name, &params, &patch).await {
+        match api.patch(name, &params, &patch).await {
             Ok(patched) => {
                 tracing::debug!(kind, %name, removed = ?removals, "removed fields set by other managers");
-                after = Some(serde_json::to_value(&patched).map_err(|e| Error::Json("object", e))?);
-                break;
+                return serde_json::to_value(&patched).map_err(|e| Error::Json("object", e));
             }
             // The object changed between the apply and the patch (the test op failed): again.
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => continue,
             Err(e) => {
-                return Err(Error::kube(format!(
-                    "removing foreign fields of {}",
-                    context()
-                ))(e));
+                return Err(Error::kube(format!("removing foreign fields of {context}"))(e));
             }
         }
     }
-    let Some(after) = after else {
-        return Err(Error::Conflict(context()));
+    Err(Error::Conflict(context.to_owned()))
+}
+
+/// What the pass did, from the object before (`None`: it did not exist) and after, with the
+/// paths that differ.
+fn compare(before: Option<&DynamicObject>, after: &Value) -> Result<(Action, Vec<String>)> {
+    let Some(before) = before else {
+        return Ok((Action::Created, Vec::new()));
     };
-    let (action, changed) = match before {
-        None => (Action::Created, Vec::new()),
-        Some(before) => {
-            let before = serde_json::to_value(&before).map_err(|e| Error::Json("object", e))?;
-            let mut changed = Vec::new();
-            diff(&before, &after, &mut String::new(), &mut changed);
-            let action = if changed.is_empty() {
-                Action::Unchanged
-            } else {
-                Action::Updated
-            };
-            (action, changed)
-        }
+    let before = serde_json::to_value(before).map_err(|e| Error::Json("object", e))?;
+    let mut changed = Vec::new();
+    diff(&before, after, &mut String::new(), &mut changed);
+    let action = if changed.is_empty() {
+        Action::Unchanged
+    } else {
+        Action::Updated
     };
-    let verified = match action {
-        Action::Unchanged => true,
-        Action::Created | Action::Updated => {
-            let live = api
-                .get_opt(&name)
-                .await
-                .map_err(Error::kube(format!("reading back {}", context())))?;
-            match live {
-                Some(live) => {
-                    let live = serde_json::to_value(&live).map_err(|e| Error::Json("object", e))?;
-                    covers(&live, desired) && foreign_removals(&live, desired).is_empty()
-                }
-                None => false,
-            }
-        }
+    Ok((action, changed))
+}
+
+/// Whether a fresh read finds the object as desired, with no foreign field left.
+async fn reads_back(
+    api: &Api<DynamicObject>,
+    name: &str,
+    desired: &Value,
+    context: &str,
+) -> Result<bool> {
+    let live = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading back {context}")))?;
+    let Some(live) = live else {
+        return Ok(false);
     };
-    Ok(ObjectChange {
-        kind: kind.to_string(),
-        name,
-        action,
-        changed,
-        verified,
-    })
+    let live = serde_json::to_value(&live).map_err(|e| Error::Json("object", e))?;
+    Ok(covers(&live, desired) && foreign_removals(&live, desired).is_empty())
 }
 
 /// An empty map or list is not stored by the API server.

@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     contract::INSTANCE_LABEL,
-    operator::crd::{ObjectRef, StatefulCluster},
+    operator::crd::{OwnedObject, StatefulCluster},
 };
 
 /// Annotation on the pod template with a hash of `spec.config`: a settings change rolls the pods.
@@ -243,7 +243,7 @@ pub fn desired_objects(
 
 /// Keeps the objects `only` names, or all when it names none of them (a trigger about an
 /// object this manager does not own, or no list at all).
-pub fn select<'a>(objects: &'a [Desired], only: &[ObjectRef]) -> Vec<&'a Desired> {
+pub fn select<'a>(objects: &'a [Desired], only: &[OwnedObject]) -> Vec<&'a Desired> {
     let named: Vec<&Desired> = objects
         .iter()
         .filter(|d| only.iter().any(|o| o.kind == d.kind && o.name == d.name))
@@ -274,7 +274,7 @@ impl InfraManager {
         cr: &StatefulCluster,
         names: &Names,
         plan: &InfraPlan,
-        only: &[ObjectRef],
+        only: &[OwnedObject],
     ) -> Result<Vec<ObjectChange>> {
         let objects = desired_objects(cr, names, plan)?;
         let mut changes = Vec::new();
@@ -358,12 +358,12 @@ mod tests {
         let (cr, names) = cluster();
         let plan = upgrade::plan(&cr, &names, &upgrade::recorded(&cr, &names));
         let objects = desired_objects(&cr, &names, &plan).expect("objects");
-        let svc = ObjectRef {
+        let svc = OwnedObject {
             kind: "Service".into(),
             name: "db".into(),
         };
         assert_eq!(select(&objects, std::slice::from_ref(&svc)).len(), 1);
-        let foreign = ObjectRef {
+        let foreign = OwnedObject {
             kind: "Secret".into(),
             name: "x".into(),
         };

@@ -47,31 +47,11 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use serde_json::Value;
 
+use super::ObjectKey;
+
 /// Manager name reported when the change cannot be attributed (managed fields were edited
 /// or wiped by the request itself).
 pub const UNKNOWN_ACTOR: &str = "<unknown: managedFields edited>";
-
-/// Identity of a watched object: kind, namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
-    /// Kind, e.g. `StatefulSet`.
-    pub kind: &'static str,
-    /// Namespace (empty for cluster-scoped objects).
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ObjectKey {
-    /// The key of an object of `kind` with this metadata.
-    pub fn new(kind: &'static str, meta: &ObjectMeta) -> Self {
-        Self {
-            kind,
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-        }
-    }
-}
 
 /// How to judge an object the filter has no record of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,7 +178,7 @@ struct Seen {
 ///
 /// ```
 /// use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta, Time};
-/// use kube_sentinel::sentinel::actor::{ActorFilter, FirstSight, ObjectKey, Verdict};
+/// use kube_sentinel::watch::{ObjectKey, actor::{ActorFilter, FirstSight, Verdict}};
 ///
 /// let entry = |manager: &str, second: i64| ManagedFieldsEntry {
 ///     manager: Some(manager.into()),

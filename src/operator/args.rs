@@ -1,0 +1,58 @@
+//! The flags of `kube-sentinel operator`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use crate::cli::{CommonArgs, Program, parse_duration};
+
+/// The operator, as a [`Program`]: its Lease is `kube-sentinel-operator` by default.
+#[derive(Clone, Copy, Debug)]
+pub struct OperatorProgram;
+
+impl Program for OperatorProgram {
+    const LEASE_NAME: &'static str = "kube-sentinel-operator";
+}
+
+/// Flags of `kube-sentinel operator`; each has an environment fallback.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OperatorArgs {
+    /// Cluster, leader election and identity, as for the sentinel.
+    #[command(flatten)]
+    pub common: CommonArgs<OperatorProgram>,
+    /// Watch StatefulClusters in this namespace only (default: all namespaces).
+    #[arg(long, env = "KUBE_SENTINEL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of /healthz, /readyz, /metrics and /debug/latency.
+    #[arg(
+        long,
+        env = "KUBE_SENTINEL_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_addr: SocketAddr,
+    /// Reconciles run at once (never two on one resource).
+    #[arg(long, env = "KUBE_SENTINEL_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+    /// Full reconcile of every resource this often, whatever happened.
+    #[arg(long, env = "KUBE_SENTINEL_RESYNC", default_value = "10h", value_parser = parse_duration)]
+    pub resync: Duration,
+    /// Consecutive fast-lane claims before one waiting normal key is served.
+    #[arg(long, env = "KUBE_SENTINEL_FAST_BURST", default_value_t = 8)]
+    pub fast_burst: usize,
+    /// How often the latency summary is logged.
+    #[arg(long, env = "KUBE_SENTINEL_LATENCY_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub latency_log_interval: Duration,
+    /// Also watch the managed StatefulSets, Services and ConfigMaps (metadata only) and
+    /// reconcile their owner on the normal lane when one changes; for running without the
+    /// sentinel (needs deploy/operator/rbac-watch-owned.yaml).
+    #[arg(long, env = "KUBE_SENTINEL_WATCH_OWNED")]
+    pub watch_owned: bool,
+    /// Quiet period of the operator's own Secret watch before a foreign change to a Secret goes
+    /// on the fast lane (at most four times this from the first change).
+    #[arg(long, env = "KUBE_SENTINEL_SECRET_DEBOUNCE", default_value = "200ms", value_parser = parse_duration)]
+    pub secret_debounce: Duration,
+    /// Not ready (`/readyz`) after the StatefulCluster watch has failed for this long.
+    #[arg(long, env = "KUBE_SENTINEL_UNREACHABLE_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub unreachable_after: Duration,
+    /// Longest wait for work in flight at shutdown.
+    #[arg(long, env = "KUBE_SENTINEL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}

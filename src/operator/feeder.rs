@@ -1,0 +1,180 @@
+//! The feeder: watch events and resyncs turned into keys on the two lanes.
+//!
+//! The feeder: StatefulCluster watch events, resyncs and the side watches turned into keys on
+//! the work queue's two lanes.
+
+use std::collections::HashMap;
+
+use futures::channel::mpsc;
+use kube::runtime::watcher;
+
+use crate::{operator::crd::StatefulCluster, telemetry, watch::NamespacedName};
+
+/// Turns watch events into queue keys: a pending trigger on the fast lane, a new generation
+/// or the initial list on the normal lane, every known resource again at each resync.
+#[derive(Debug)]
+pub struct Feeder {
+    generations: HashMap<NamespacedName, Option<i64>>,
+    fast: mpsc::UnboundedSender<NamespacedName>,
+    normal: mpsc::UnboundedSender<NamespacedName>,
+}
+
+/// The receiving ends of a [`Feeder`]'s lanes, for the work queue's runner.
+pub struct Lanes {
+    /// Keys for the fast lane.
+    pub fast: mpsc::UnboundedReceiver<NamespacedName>,
+    /// Keys for the normal lane.
+    pub normal: mpsc::UnboundedReceiver<NamespacedName>,
+}
+
+impl Feeder {
+    /// A feeder and the lanes it feeds; the lanes end when the feeder is dropped.
+    pub fn new() -> (Self, Lanes) {
+        let (fast, fast_rx) = mpsc::unbounded();
+        let (normal, normal_rx) = mpsc::unbounded();
+        let feeder = Self {
+            generations: HashMap::new(),
+            fast,
+            normal,
+        };
+        (
+            feeder,
+            Lanes {
+                fast: fast_rx,
+                normal: normal_rx,
+            },
+        )
+    }
+
+    fn on_object(&mut self, cr: &StatefulCluster, initial: bool) {
+        let Some(key) = NamespacedName::of(cr) else {
+            return;
+        };
+        let generation = cr.metadata.generation;
+        let changed = self.generations.insert(key.clone(), generation) != Some(generation);
+        if cr.pending_trigger().is_some() {
+            tracing::debug!(resource = %key, trigger = ?cr.pending_trigger(), "trigger: fast lane");
+            let _ = self.fast.unbounded_send(key);
+        } else if initial || changed {
+            let _ = self.normal.unbounded_send(key);
+        }
+    }
+
+    /// Queues what a StatefulCluster watch event asks for; opens `synced` after the first list.
+    pub fn on_event(&mut self, event: watcher::Event<StatefulCluster>, synced: &telemetry::Gate) {
+        match event {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(cr) => self.on_object(&cr, true),
+            watcher::Event::InitDone => synced.set(true),
+            watcher::Event::Apply(cr) => self.on_object(&cr, false),
+            watcher::Event::Delete(cr) => {
+                if let Some(key) = NamespacedName::of(&cr) {
+                    self.generations.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Puts every known resource on the normal lane.
+    pub fn resync(&self) {
+        tracing::info!(
+            resources = self.generations.len(),
+            "resync: every resource on the normal lane"
+        );
+        for key in self.generations.keys() {
+            let _ = self.normal.unbounded_send(key.clone());
+        }
+    }
+
+    /// Puts `key` on the fast lane (a foreign change to its Secrets).
+    pub fn push_fast(&self, key: NamespacedName) {
+        let _ = self.fast.unbounded_send(key);
+    }
+
+    /// Puts `key` on the normal lane (one of its objects changed).
+    pub fn push_normal(&self, key: NamespacedName) {
+        let _ = self.normal.unbounded_send(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::crd::{SentinelStatus, StatefulClusterStatus};
+    use crate::telemetry::Health;
+
+    fn cr(
+        name: &str,
+        generation: i64,
+        trigger: Option<&str>,
+        handled: Option<&str>,
+    ) -> StatefulCluster {
+        let spec = serde_json::from_value(serde_json::json!({
+            "replicas": 1, "image": "db", "version": "1", "ports": [{"name": "c", "port": 1}]
+        }))
+        .expect("spec");
+        let mut cr = StatefulCluster::new(name, spec);
+        cr.metadata.namespace = Some("ns".into());
+        cr.metadata.generation = Some(generation);
+        let mut sentinel = SentinelStatus::default();
+        sentinel.trigger.trigger_id = trigger.map(Into::into);
+        sentinel.last_handled_trigger_id = handled.map(Into::into);
+        cr.status = Some(StatefulClusterStatus {
+            sentinel: Some(sentinel),
+            ..Default::default()
+        });
+        cr
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<NamespacedName>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(key) = rx.try_recv() {
+            out.push(key.name);
+        }
+        out
+    }
+
+    #[test]
+    fn pending_triggers_go_fast_new_generations_and_the_initial_list_go_normal() {
+        let (mut feeder, lanes) = Feeder::new();
+        let (mut fast_rx, mut normal_rx) = (lanes.fast, lanes.normal);
+        let health = Health::new();
+        let synced = health.gate("watch-synced");
+        feeder.on_event(watcher::Event::Init, &synced);
+        feeder.on_event(
+            watcher::Event::InitApply(cr("quiet", 1, Some("t1"), Some("t1"))),
+            &synced,
+        );
+        feeder.on_event(
+            watcher::Event::InitApply(cr("pending", 1, Some("t2"), Some("t1"))),
+            &synced,
+        );
+        assert!(!synced.is_open());
+        feeder.on_event(watcher::Event::InitDone, &synced);
+        assert!(synced.is_open());
+        assert_eq!(drain(&mut fast_rx), vec!["pending"]);
+        assert_eq!(drain(&mut normal_rx), vec!["quiet"]);
+
+        // A status-only change (the operator's own acknowledgement) queues nothing.
+        feeder.on_event(
+            watcher::Event::Apply(cr("pending", 1, Some("t2"), Some("t2"))),
+            &synced,
+        );
+        assert!(drain(&mut fast_rx).is_empty() && drain(&mut normal_rx).is_empty());
+        // A spec change goes on the normal lane, a new trigger on the fast lane.
+        feeder.on_event(
+            watcher::Event::Apply(cr("quiet", 2, Some("t1"), Some("t1"))),
+            &synced,
+        );
+        feeder.on_event(
+            watcher::Event::Apply(cr("pending", 1, Some("t3"), Some("t2"))),
+            &synced,
+        );
+        assert_eq!(drain(&mut normal_rx), vec!["quiet"]);
+        assert_eq!(drain(&mut fast_rx), vec!["pending"]);
+
+        feeder.on_event(watcher::Event::Delete(cr("quiet", 2, None, None)), &synced);
+        feeder.resync();
+        assert_eq!(drain(&mut normal_rx), vec!["pending"]);
+    }
+}

@@ -1,0 +1,107 @@
+//! What the sentinel reads from an owning custom resource.
+//!
+//! What the sentinel reads from an owning custom resource: pause flag, `spec.sentinel`,
+//! deletion and last trigger ([`OwnerState`]).
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::DynamicObject;
+use serde::Deserialize;
+
+use super::refusal::Refusal;
+use crate::contract::SentinelSpec;
+
+/// What the sentinel reads from a custom resource.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OwnerState {
+    /// `spec.paused`: people are working by hand; no triggers.
+    pub paused: bool,
+    /// `spec.sentinel`.
+    pub sentinel: SentinelSpec,
+    /// Being deleted: deletions of its objects are garbage collection, not drift.
+    pub deleting: bool,
+    /// The later of `status.sentinel.triggeredAt` and `lastHandledAt`: drift older than this
+    /// was already triggered.
+    pub last_trigger: Option<Timestamp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct SpecView {
+    paused: Option<bool>,
+    sentinel: Option<SentinelSpec>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct SentinelStatusView {
+    triggered_at: Option<Time>,
+    last_handled_at: Option<Time>,
+}
+
+impl OwnerState {
+    /// Reads a custom resource leniently: a field of the wrong shape is treated as absent
+    /// (the CRD's schema is what rejects bad specs; the sentinel must not stop on one).
+    pub fn from_object(obj: &DynamicObject) -> Self {
+        let spec: SpecView = obj
+            .data
+            .get("spec")
+            .and_then(|s| SpecView::deserialize(s).ok())
+            .unwrap_or_default();
+        let status: SentinelStatusView = obj
+            .data
+            .get("status")
+            .and_then(|s| s.get("sentinel"))
+            .and_then(|s| SentinelStatusView::deserialize(s).ok())
+            .unwrap_or_default();
+        let last_trigger = [status.triggered_at, status.last_handled_at]
+            .into_iter()
+            .flatten()
+            .map(|t| t.0)
+            .max();
+        Self {
+            paused: spec.paused.unwrap_or(false),
+            sentinel: spec.sentinel.unwrap_or_default(),
+            deleting: obj.metadata.deletion_timestamp.is_some(),
+            last_trigger,
+        }
+    }
+
+    /// Whether drift on this resource's objects should trigger it.
+    pub fn wants_triggers(&self) -> bool {
+        Refusal::check(Some(self)).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn reads_owner_state_leniently() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "kube-sentinel.dev/v1alpha1", "kind": "StatefulCluster",
+            "metadata": {"name": "a", "namespace": "prod"},
+            "spec": {"paused": true, "sentinel": {"debounceWindowSeconds": 5}},
+            "status": {"sentinel": {"triggeredAt": "2026-01-01T00:00:10Z", "lastHandledAt": "2026-01-01T00:00:20Z"}}
+        }))
+        .expect("object");
+        let s = OwnerState::from_object(&obj);
+        assert!(s.paused && !s.wants_triggers());
+        assert_eq!(s.sentinel.debounce_window_seconds, Some(5));
+        assert_eq!(s.last_trigger.map(|t| t.as_second()), Some(1_767_225_620));
+
+        let odd: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "kube-sentinel.dev/v1alpha1", "kind": "StatefulCluster",
+            "metadata": {"name": "a"},
+            "spec": {"paused": "yes", "sentinel": 7},
+            "status": {"sentinel": {"triggeredAt": 12}}
+        }))
+        .expect("object");
+        let s = OwnerState::from_object(&odd);
+        assert_eq!(s, OwnerState::default());
+        assert!(s.wants_triggers());
+    }
+}

@@ -1,0 +1,156 @@
+//! The trigger sink: each gated burst written to its owner's status.
+//!
+//! The trigger sink: each gated burst written to its owner's `status.sentinel`, retried with
+//! backoff, latest wins per owner (a newer burst absorbs an older one not yet written), with a
+//! `DriftDetected` Event.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use futures::Sink;
+use jiff::Timestamp;
+use kube::{
+    Api, Client,
+    api::DynamicObject,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+
+use super::{
+    gate::Pending,
+    metrics::SentinelMetrics,
+    trigger::{self, is_transient},
+};
+use crate::{
+    contract::SentinelTrigger,
+    stream::{Outcome, Retry, RetryConfig, RetrySink, Status},
+    watch::{NamespacedName, OwnerKind},
+};
+
+/// The sink: at most `max_concurrent` writes in flight, Events reported as `identity`.
+pub fn trigger_sink(
+    client: Client,
+    kind: OwnerKind,
+    max_concurrent: usize,
+    metrics: SentinelMetrics,
+    identity: String,
+) -> impl Sink<(NamespacedName, Pending), Error = Infallible> {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kube-sentinel".into(),
+            instance: Some(identity),
+        },
+    );
+    let outcome_metrics = metrics.clone();
+    let config = RetryConfig {
+        max_concurrent,
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(30),
+        max_attempts: None,
+    };
+    let write = move |owner: NamespacedName, pending: Pending| {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &owner.namespace, &kind.resource);
+        write_trigger(
+            api,
+            recorder.clone(),
+            kind.clone(),
+            metrics.clone(),
+            owner,
+            pending,
+        )
+    };
+    let classify = |e: &kube::Error| {
+        if is_transient(e) {
+            Retry::Transient
+        } else {
+            Retry::Permanent
+        }
+    };
+    RetrySink::new(config, write, classify)
+        .merge_superseded(|newer: &mut Pending, older: Pending| {
+            Arc::make_mut(&mut newer.burst).absorb(Arc::unwrap_or_clone(older.burst));
+            newer.first_seen = newer.first_seen.min(older.first_seen);
+        })
+        .on_outcome(move |outcome| count_outcome(&outcome_metrics, outcome))
+}
+
+/// One attempt: the trigger written, its latency recorded and logged, the Event published.
+async fn write_trigger(
+    api: Api<DynamicObject>,
+    recorder: Recorder,
+    kind: OwnerKind,
+    metrics: SentinelMetrics,
+    owner: NamespacedName,
+    pending: Pending,
+) -> Result<(), kube::Error> {
+    let trigger = pending.burst.to_trigger(Timestamp::now());
+    trigger::write(&api, &owner.name, &trigger).await?;
+    let latency = pending.first_seen.elapsed();
+    metrics
+        .drift_to_trigger_seconds
+        .observe(latency.as_secs_f64());
+    tracing::info!(
+        owner = %owner,
+        trigger_id = trigger.trigger_id.as_deref().unwrap_or_default(),
+        objects = ?pending.burst.objects.iter().map(|o| format!("{}/{}", o.kind, o.name)).collect::<Vec<_>>(),
+        total = pending.burst.total(),
+        managers = ?pending.burst.managers,
+        latency_ms = latency.as_millis() as u64,
+        "trigger written"
+    );
+    publish_event(&recorder, &kind, &owner, &trigger).await;
+    Ok(())
+}
+
+/// Counts a final outcome: written, failed (and logged), or superseded; retries on the side.
+fn count_outcome(metrics: &SentinelMetrics, outcome: Outcome<NamespacedName, (), kube::Error>) {
+    metrics
+        .triggers_retried
+        .inc_by(u64::from(outcome.attempts.saturating_sub(1)));
+    match outcome.status {
+        Status::Sent(()) => {
+            metrics.triggers_written.inc();
+        }
+        Status::Failed(e) => {
+            metrics.triggers_failed.inc();
+            tracing::error!(owner = %outcome.key, error = %e, "trigger could not be written");
+        }
+        Status::Superseded => {}
+    }
+}
+
+/// The `DriftDetected` Event on the owner, naming the drifted objects and the trigger.
+async fn publish_event(
+    recorder: &Recorder,
+    kind: &OwnerKind,
+    owner: &NamespacedName,
+    trigger: &SentinelTrigger,
+) {
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(kind.resource.api_version.clone()),
+        kind: Some(kind.resource.kind.clone()),
+        name: Some(owner.name.clone()),
+        namespace: Some(owner.namespace.clone()),
+        ..Default::default()
+    };
+    let names: Vec<String> = trigger
+        .drifted_objects
+        .iter()
+        .map(|o| format!("{}/{}", o.kind, o.name))
+        .collect();
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "DriftDetected".into(),
+        note: Some(format!(
+            "drift on {} object(s): {}; trigger {}",
+            trigger.drifted_total.unwrap_or_default(),
+            names.join(", "),
+            trigger.trigger_id.as_deref().unwrap_or_default()
+        )),
+        action: "Trigger".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        tracing::warn!(owner = %owner, error = %e, "could not record the DriftDetected event");
+    }
+}
