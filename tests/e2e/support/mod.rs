@@ -199,6 +199,9 @@ impl Program {
         command
             .arg("--exit-on-stdin-eof")
             .args(args)
+            // The harness's own KUBE_SENTINEL_KUBECONFIG names the admin kubeconfig; a program
+            // must run only as the identity of the kubeconfig it is given.
+            .env_remove("KUBE_SENTINEL_KUBECONFIG")
             .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
