@@ -40,8 +40,7 @@
 //! fewer than a quarter of its slots are in use.
 
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, binary_heap::PeekMut},
+    collections::binary_heap::PeekMut,
     fmt,
     hash::{BuildHasher, DefaultHasher, Hash, Hasher},
     pin::Pin,
@@ -53,7 +52,9 @@ use futures::Stream;
 use hashbrown::{DefaultHashBuilder, HashTable, hash_table::Entry};
 use pin_project::pin_project;
 use slab::Slab;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use super::timer_heap::{Due, TimerHeap};
 
 /// How many ready input items one poll folds before it yields, so that a flooding input
 /// cannot starve the deadlines or the rest of the task.
@@ -292,27 +293,31 @@ impl<K, A> Burst<K, A> {
     }
 }
 
-/// A heap entry: a burst's slot and a deadline no later than its true one. The deadline is
-/// split in halves so that the entry takes 12 bytes, not 16; the derived order is the order
-/// of (deadline, slot).
+/// A burst's heap entry: its slot (as the sequence: unique among open bursts, it orders
+/// equal deadlines) and a deadline no later than its true one.
+type BurstDue = Due<(), SplitNanos, u32>;
+
+// A heap entry per open burst: BENCHMARKS.md counts 12 bytes.
+const _: () = assert!(std::mem::size_of::<BurstDue>() == 12);
+
+/// A deadline in nanoseconds split in halves, so that a heap entry takes 12 bytes, not 16;
+/// the derived order is the order of the deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Due {
-    deadline_high: u32,
-    deadline_low: u32,
-    slot: u32,
+struct SplitNanos {
+    high: u32,
+    low: u32,
 }
 
-impl Due {
-    fn new(deadline: u64, slot: u32) -> Self {
+impl SplitNanos {
+    fn new(nanos: u64) -> Self {
         Self {
-            deadline_high: (deadline >> 32) as u32,
-            deadline_low: deadline as u32,
-            slot,
+            high: (nanos >> 32) as u32,
+            low: nanos as u32,
         }
     }
 
-    fn deadline(self) -> u64 {
-        (u64::from(self.deadline_high) << 32) | u64::from(self.deadline_low)
+    fn get(self) -> u64 {
+        (u64::from(self.high) << 32) | u64::from(self.low)
     }
 }
 
@@ -322,8 +327,16 @@ struct Bursts<K, A> {
     /// Slab indices of `slots`, looked up by the hash of the slot's key.
     index: HashTable<u32>,
     slots: Slab<Burst<K, A>>,
-    /// Min-heap: exactly one entry per open burst.
-    deadlines: BinaryHeap<Reverse<Due>>,
+    /// Exactly one entry per open burst, and the combinator's one timer.
+    deadlines: TimerHeap<(), SplitNanos, u32>,
+}
+
+/// A burst [`Bursts::pop_due`] closed, with its value.
+struct ClosedBurst<K, A> {
+    key: K,
+    value: A,
+    first_seen: u64,
+    absorbed: u64,
 }
 
 /// What [`Bursts::absorb`] emits at once: key, value, and whether it is a leading emission.
@@ -335,7 +348,7 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
             hash_builder: DefaultHashBuilder::default(),
             index: HashTable::new(),
             slots: Slab::new(),
-            deadlines: BinaryHeap::new(),
+            deadlines: TimerHeap::new(),
         }
     }
 
@@ -399,7 +412,8 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
                     max_wait_ms: timing.max_wait_ms,
                 };
                 burst.deadline = burst.deadline_after(now);
-                self.deadlines.push(Reverse(Due::new(burst.deadline, slot)));
+                self.deadlines
+                    .push(SplitNanos::new(burst.deadline), slot, ());
                 self.slots.insert(burst);
                 vacant.insert(slot);
                 leading
@@ -409,39 +423,44 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
 
     /// The earliest heap entry (possibly earlier than that burst's true deadline).
     fn next_deadline(&self) -> Option<u64> {
-        self.deadlines.peek().map(|Reverse(due)| due.deadline())
+        self.deadlines.peek().map(|due| due.at.get())
     }
 
     /// Closes the bursts whose deadline is at or before `now` until one has something to emit.
-    fn pop_due(&mut self, now: u64) -> Option<Burst<K, A>> {
+    fn pop_due(&mut self, now: u64) -> Option<ClosedBurst<K, A>> {
         loop {
             let mut top = self.deadlines.peek_mut()?;
-            let Reverse(due) = *top;
-            if due.deadline() > now {
+            let due: BurstDue = top.0;
+            if due.at.get() > now {
                 return None;
             }
-            let slot = due.slot as usize;
-            let Some(burst) = self.slots.get(slot) else {
-                // Unreachable by construction (one heap entry per open burst); dropping the
-                // entry keeps the heap consistent if it ever happens.
-                PeekMut::pop(top);
-                continue;
-            };
+            let slot = due.seq as usize;
+            let burst = self
+                .slots
+                .get(slot)
+                .expect("a heap entry's burst is open: one entry per open burst");
             if burst.deadline > now {
                 // The burst was extended after this entry was pushed: move the entry to the
                 // true deadline in place.
-                *top = Reverse(Due::new(burst.deadline, due.slot));
+                top.0.at = SplitNanos::new(burst.deadline);
                 continue;
             }
             PeekMut::pop(top);
             let burst = self.slots.remove(slot);
             let hash = self.hash_builder.hash_one(&burst.key);
-            if let Ok(entry) = self.index.find_entry(hash, |&s| s == due.slot) {
-                entry.remove();
-            }
+            self.index
+                .find_entry(hash, |&s| s == due.seq)
+                .expect("an open burst is in the index")
+                .remove();
             self.compact_if_sparse();
-            if burst.value.is_some() {
-                return Some(burst);
+            // An empty leading+trailing burst closes silently.
+            if let Some(value) = burst.value {
+                return Some(ClosedBurst {
+                    key: burst.key,
+                    value,
+                    first_seen: burst.first_seen,
+                    absorbed: burst.absorbed,
+                });
             }
         }
     }
@@ -456,16 +475,16 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
         self.slots.compact(|_, _, _| true);
         let hash_builder = &self.hash_builder;
         self.index = HashTable::with_capacity(self.slots.len());
-        self.deadlines = BinaryHeap::with_capacity(self.slots.len());
+        self.deadlines.clear_to_capacity(self.slots.len());
         for (slot, burst) in &self.slots {
-            // Compaction only lowers slots, which fitted in a u32 before.
-            let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+            let slot = u32::try_from(slot).expect("compaction only lowers slots, which fitted");
             let slots = &self.slots;
             self.index
                 .insert_unique(hash_builder.hash_one(&burst.key), slot, |&s| {
                     hash_builder.hash_one(&slots[s as usize].key)
                 });
-            self.deadlines.push(Reverse(Due::new(burst.deadline, slot)));
+            self.deadlines
+                .push(SplitNanos::new(burst.deadline), slot, ());
         }
     }
 }
@@ -494,11 +513,6 @@ pub struct DebounceKeyed<S, K, A, KF, TF, F> {
     /// Instant 0 of the bursts' nanosecond clock, set at the first poll (inside the runtime,
     /// so a paused clock is honoured).
     base: Option<Instant>,
-    /// Created at the first deadline (inside the runtime); boxed once so the stream is `Unpin`
-    /// when its input is.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// The deadline the timer is set to.
-    armed: Option<u64>,
     /// The latest clock reading (or fired deadline), in nanoseconds since `base`.
     seen_now: u64,
 }
@@ -539,8 +553,6 @@ where
             default_timing: config.timing.into(),
             bursts: Bursts::new(),
             base: None,
-            timer: None,
-            armed: None,
             seen_now: 0,
         }
     }
@@ -630,12 +642,9 @@ where
             // deadline look later, never earlier.
             let now = if flush { u64::MAX } else { *this.seen_now };
             if let Some(burst) = this.bursts.pop_due(now) {
-                let Some(value) = burst.value else {
-                    continue;
-                };
                 return Poll::Ready(Some(Debounced {
                     key: burst.key,
-                    value,
+                    value: burst.value,
                     first_seen: at(burst.first_seen),
                     absorbed: burst.absorbed,
                     leading: false,
@@ -651,16 +660,12 @@ where
                 *this.seen_now = (*this.seen_now).max(clock.now().1);
                 continue;
             }
-            let armed = &mut *this.armed;
-            let timer = this.timer.get_or_insert_with(|| {
-                *armed = Some(deadline);
-                Box::pin(tokio::time::sleep_until(at(deadline)))
-            });
-            if *armed != Some(deadline) {
-                timer.as_mut().reset(at(deadline));
-                *armed = Some(deadline);
-            }
-            if timer.as_mut().poll(cx).is_pending() {
+            if this
+                .bursts
+                .deadlines
+                .poll_timer(at(deadline), cx)
+                .is_pending()
+            {
                 break;
             }
             // The timer has fired: trust it even if the clock reads a hair earlier.

@@ -62,12 +62,11 @@
 //! need `&mut self` and so happen in the owning task, which polls again afterwards; they do not
 //! wake it. [`run_two_lanes`](super::run_two_lanes) is the usual owner.
 
-use super::due::Due;
-use std::cmp::Reverse;
+use super::backoff::ExponentialBackoff;
+use super::timer_heap::TimerHeap;
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -79,7 +78,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// The lane a key is queued on. `Fast` orders after `Normal`, so `max` is the higher priority.
 ///
@@ -428,12 +427,11 @@ pub struct TwoLaneQueue<K> {
     depth: [usize; 2],
     /// Delayed keys by instant; an entry whose sequence no longer matches its key's
     /// `Delayed` is stale and dropped when popped.
-    delayed: BinaryHeap<Reverse<Due<K>>>,
+    delayed: TimerHeap<K>,
     delayed_count: usize,
     in_flight: usize,
     next_seq: u64,
     fast_streak: usize,
-    timer: Option<Pin<Box<Sleep>>>,
     metrics: Option<Box<dyn QueueMetrics>>,
 }
 
@@ -463,12 +461,11 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
             keys: HashMap::default(),
             lanes: [VecDeque::new(), VecDeque::new()],
             depth: [0, 0],
-            delayed: BinaryHeap::new(),
+            delayed: TimerHeap::new(),
             delayed_count: 0,
             in_flight: 0,
             next_seq: 0,
             fast_streak: 0,
-            timer: None,
             metrics: None,
         }
     }
@@ -570,7 +567,7 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
             }
         }
         self.next_seq += 1;
-        self.delayed.push(Reverse(Due { at, seq, key }));
+        self.delayed.push(at, seq, key);
     }
 
     /// Gives back a claim that succeeded: the key's backoff is reset, and if it was pushed while
@@ -637,21 +634,14 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
         match claimed.arrived {
             Some(lane) => self.arrive(key.clone(), lane.max(claimed.lane), now, false),
             None => {
-                let failures = state.failures;
-                let backoff = self.backoff(failures);
-                self.schedule(key.clone(), claimed.lane, now + backoff);
+                let backoff = ExponentialBackoff {
+                    base: self.config.retry_backoff_base,
+                    max: self.config.retry_backoff_max,
+                };
+                let at = now + backoff.delay(state.failures);
+                self.schedule(key.clone(), claimed.lane, at);
             }
         }
-    }
-
-    fn backoff(&self, failures: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(failures.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.config
-            .retry_backoff_base
-            .saturating_mul(factor)
-            .min(self.config.retry_backoff_max)
     }
 
     /// Hands out the next key if one is pending now (due delayed keys included), without
@@ -674,19 +664,8 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
             if let Some(claim) = self.claim_pending() {
                 return Poll::Ready(claim);
             }
-            let Some(Reverse(Due { at, .. })) = self.delayed.peek() else {
+            if self.delayed.poll_earliest(cx).is_pending() {
                 return Poll::Pending;
-            };
-            let at = *at;
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if timer.deadline() != at {
-                timer.as_mut().reset(at);
-            }
-            match timer.as_mut().poll(cx) {
-                Poll::Ready(()) => continue,
-                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -694,27 +673,22 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
     /// Moves delayed keys that are due into their lanes, and drops stale heap entries from the
     /// top so the timer is armed for a live deadline.
     fn release_due(&mut self, now: Instant) {
-        while let Some(Reverse(top)) = self.delayed.peek() {
-            let (at, seq) = (top.at, top.seq);
-            let Some(Reverse(Due { key, .. })) = self.delayed.pop() else {
-                break;
+        while let Some(due) = self.delayed.pop() {
+            let live = |state: &&mut KeyState| {
+                let delayed = state.delayed.as_ref();
+                delayed.is_some_and(|delayed| delayed.seq == due.seq)
             };
-            let Some(state) = self.keys.get_mut(&key) else {
+            let Some(state) = self.keys.get_mut(&due.key).filter(live) else {
+                // Stale: the key was pushed, scheduled again or freed since.
                 continue;
             };
-            let live = state.delayed.as_ref().is_some_and(|d| d.seq == seq);
-            if !live {
-                continue;
-            }
-            if at > now {
-                self.delayed.push(Reverse(Due { at, seq, key }));
+            if due.at > now {
+                self.delayed.push(due.at, due.seq, due.key);
                 break;
             }
-            let Some(delayed) = state.delayed.take() else {
-                continue;
-            };
+            let delayed = state.delayed.take().expect("a live entry's key is delayed");
             self.delayed_count -= 1;
-            self.arrive(key, delayed.lane, delayed.at, false);
+            self.arrive(due.key, delayed.lane, delayed.at, false);
         }
     }
 
@@ -797,13 +771,11 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
             }
         };
         while let Some((seq, key)) = self.lanes[lane.index()].pop_front() {
+            // An entry is stale when its key was promoted (or freed) since it was queued.
             let Some(state) = self.keys.get_mut(&key) else {
                 continue;
             };
-            if state.pending.as_ref().is_none_or(|p| p.seq != seq) {
-                continue;
-            }
-            let Some(pending) = state.pending.take() else {
+            let Some(pending) = state.pending.take_if(|pending| pending.seq == seq) else {
                 continue;
             };
             // The clock is read only for telemetry: it is a good part of a claim's cost.

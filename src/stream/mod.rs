@@ -8,12 +8,13 @@ use std::{future::Future, hash::Hash};
 
 use futures::Stream;
 
+mod backoff;
 pub mod debounce;
-mod due;
 pub mod lanes;
 pub mod latency;
 pub mod retry_sink;
 pub mod runner;
+mod timer_heap;
 
 pub use debounce::{
     ConfigTiming, DebounceConfig, DebounceKeyed, DebounceMode, Debounced, OnInputEnd, Timing,

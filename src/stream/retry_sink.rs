@@ -28,9 +28,9 @@
 //! `max_attempts: None` a key whose operation keeps failing transiently is retried forever, and
 //! `close` does not finish.
 
-use super::due::Due;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use super::backoff::ExponentialBackoff;
+use super::timer_heap::TimerHeap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -44,7 +44,7 @@ use std::time::Duration;
 use futures::stream::FuturesUnordered;
 use futures::{Sink, Stream, TryFuture, ready};
 use pin_project::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// How the caller classifies an operation's error.
 ///
@@ -235,14 +235,21 @@ struct Attempt<K, Fut> {
 }
 
 impl<K, Fut: TryFuture> Future for Attempt<K, Fut> {
-    type Output = (Option<K>, Result<Fut::Ok, Fut::Error>);
+    type Output = (K, Result<Fut::Ok, Fut::Error>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.future.try_poll(cx));
-        Poll::Ready((this.key.take(), result))
+        let key = this.key.take().expect(POLLED_ONCE_DONE);
+        Poll::Ready((key, result))
     }
 }
+
+/// Why an attempt still has its key when its operation finishes.
+const POLLED_ONCE_DONE: &str = "FuturesUnordered never polls a finished attempt again";
+
+/// Why a key whose operation is in flight has a slot: the slot goes only once the key is idle.
+const IN_FLIGHT_HAS_A_SLOT: &str = "a key in flight has a slot";
 
 type OutcomeFn<K, O, E> = Box<dyn FnMut(Outcome<K, O, E>) + Send>;
 type MergeFn<T> = Box<dyn FnMut(&mut T, T) + Send>;
@@ -291,9 +298,8 @@ where
     merge: Option<MergeFn<T>>,
     slots: HashMap<K, Slot<T>>,
     ready: VecDeque<(u64, K)>,
-    backoff: BinaryHeap<Reverse<Due<K>>>,
+    backoff: TimerHeap<K>,
     next_seq: u64,
-    timer: Option<Pin<Box<Sleep>>>,
     in_flight: FuturesUnordered<Attempt<K, Fut>>,
     stats: RetryStats,
 }
@@ -333,9 +339,8 @@ where
             merge: None,
             slots: HashMap::new(),
             ready: VecDeque::new(),
-            backoff: BinaryHeap::new(),
+            backoff: TimerHeap::new(),
             next_seq: 0,
-            timer: None,
             in_flight: FuturesUnordered::new(),
             stats: RetryStats::default(),
         }
@@ -428,36 +433,31 @@ where
     }
 
     fn delay(&self, attempts: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempts.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        let full = self
-            .config
-            .backoff_base
-            .saturating_mul(factor)
-            .min(self.config.backoff_max);
+        let backoff = ExponentialBackoff {
+            base: self.config.backoff_base,
+            max: self.config.backoff_max,
+        };
         if self.jitter {
-            full / 2 + full.mul_f64(rand::random_range(0.0..=0.5))
+            backoff.jittered_delay(attempts)
         } else {
-            full
+            backoff.delay(attempts)
         }
     }
 
     /// Moves due retries to the ready line.
     fn release_due(&mut self, now: Instant) {
-        while let Some(Reverse(top)) = self.backoff.peek() {
-            if top.at > now {
-                break;
-            }
-            let Some(Reverse(Due { seq, key, .. })) = self.backoff.pop() else {
-                break;
-            };
-            let Some(waiting) = self.slots.get_mut(&key).and_then(|s| s.waiting.as_mut()) else {
+        while let Some(due) = self.backoff.pop_due(now) {
+            // Stale when the key's item was replaced (or the key forgotten) since.
+            let Some(waiting) = self
+                .slots
+                .get_mut(&due.key)
+                .and_then(|s| s.waiting.as_mut())
+            else {
                 continue;
             };
-            if matches!(waiting.place, Place::Backoff(s) if s == seq) {
-                waiting.place = Place::Ready(seq);
-                self.ready.push_back((seq, key));
+            if matches!(waiting.place, Place::Backoff(s) if s == due.seq) {
+                waiting.place = Place::Ready(due.seq);
+                self.ready.push_back((due.seq, due.key));
             }
         }
     }
@@ -468,17 +468,15 @@ where
             let Some((seq, key)) = self.ready.pop_front() else {
                 return;
             };
+            // An entry is stale when its key's item was replaced (or the key forgotten) since.
             let Some(slot) = self.slots.get_mut(&key) else {
                 continue;
             };
-            let live = slot
-                .waiting
-                .as_ref()
-                .is_some_and(|w| matches!(w.place, Place::Ready(s) if s == seq));
-            if !live || slot.running.is_some() {
+            if slot.running.is_some() {
                 continue;
             }
-            let Some(waiting) = slot.waiting.take() else {
+            let live = |w: &mut Waiting<T>| matches!(w.place, Place::Ready(s) if s == seq);
+            let Some(waiting) = slot.waiting.take_if(live) else {
                 continue;
             };
             let future = (self.op)(key.clone(), waiting.value.clone());
@@ -494,18 +492,19 @@ where
     }
 
     fn finish(&mut self, key: K, result: Result<Fut::Ok, Fut::Error>) {
-        let Some(running) = self.slots.get_mut(&key).and_then(|s| s.running.take()) else {
-            return;
-        };
-        let newer_waiting = self.slots.get(&key).is_some_and(|s| s.waiting.is_some());
+        let slot = self.slots.get_mut(&key).expect(IN_FLIGHT_HAS_A_SLOT);
+        let running = slot
+            .running
+            .take()
+            .expect("a key in flight has a running item");
+        let newer_waiting = slot.waiting.is_some();
         let attempts = running.attempts;
         match result {
             Ok(output) => self.report(key.clone(), attempts, Status::Sent(output)),
             Err(_) if newer_waiting => {
-                if let (Some(merge), Some(waiting)) = (
-                    &mut self.merge,
-                    self.slots.get_mut(&key).and_then(|s| s.waiting.as_mut()),
-                ) {
+                if let Some(merge) = &mut self.merge {
+                    let slot = self.slots.get_mut(&key).expect(IN_FLIGHT_HAS_A_SLOT);
+                    let waiting = slot.waiting.as_mut().expect("a newer item waits");
                     merge(&mut waiting.value, running.value);
                 }
                 self.report(key.clone(), attempts, Status::Superseded);
@@ -519,14 +518,13 @@ where
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         tracing::debug!(attempts, "retry sink: transient error, backing off");
-                        if let Some(slot) = self.slots.get_mut(&key) {
-                            slot.waiting = Some(Waiting {
-                                value: running.value,
-                                attempts,
-                                place: Place::Backoff(seq),
-                            });
-                        }
-                        self.backoff.push(Reverse(Due { at, seq, key }));
+                        let slot = self.slots.get_mut(&key).expect(IN_FLIGHT_HAS_A_SLOT);
+                        slot.waiting = Some(Waiting {
+                            value: running.value,
+                            attempts,
+                            place: Place::Backoff(seq),
+                        });
+                        self.backoff.push(at, seq, key);
                         return;
                     }
                     _ => self.report(key.clone(), attempts, Status::Failed(error)),
@@ -535,9 +533,7 @@ where
         }
         // The key's operation is over: run the newer item, or forget the key.
         let seq = self.next_seq;
-        let Some(slot) = self.slots.get_mut(&key) else {
-            return;
-        };
+        let slot = self.slots.get_mut(&key).expect(IN_FLIGHT_HAS_A_SLOT);
         match &mut slot.waiting {
             Some(waiting) => {
                 waiting.place = Place::Ready(seq);
@@ -555,23 +551,11 @@ where
         loop {
             self.release_due(Instant::now());
             self.start_ready();
-            if let Poll::Ready(Some((Some(key), result))) =
-                Pin::new(&mut self.in_flight).poll_next(cx)
-            {
+            if let Poll::Ready(Some((key, result))) = Pin::new(&mut self.in_flight).poll_next(cx) {
                 self.finish(key, result);
                 continue;
             }
-            let Some(Reverse(Due { at, .. })) = self.backoff.peek() else {
-                return;
-            };
-            let at = *at;
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if timer.deadline() != at {
-                timer.as_mut().reset(at);
-            }
-            if timer.as_mut().poll(cx).is_pending() {
+            if self.backoff.poll_earliest(cx).is_pending() {
                 return;
             }
         }

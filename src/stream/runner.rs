@@ -33,12 +33,16 @@ struct Work<K, Fut> {
 }
 
 impl<K, Fut: Future> Future for Work<K, Fut> {
-    type Output = (Option<K>, Lane, Fut::Output);
+    type Output = (K, Lane, Fut::Output);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let output = ready!(this.future.poll(cx));
-        Poll::Ready((this.key.take(), *this.lane, output))
+        let key = this
+            .key
+            .take()
+            .expect("FuturesUnordered never polls a finished work again");
+        Poll::Ready((key, *this.lane, output))
     }
 }
 
@@ -157,47 +161,43 @@ where
         while let Poll::Ready(Some(key)) = this.normal.as_mut().poll_next(cx) {
             this.queue.push(key, Lane::Normal);
         }
-        loop {
-            while this.in_flight.len() < *this.max_concurrent {
-                let Poll::Ready(claim) = this.queue.poll_claim(cx) else {
-                    break;
-                };
-                let work = Work {
-                    key: Some(claim.key.clone()),
-                    lane: claim.lane,
-                    future: (this.work)(claim),
-                };
-                this.in_flight.as_mut().get_mut().push(work);
-            }
-            match this.in_flight.as_mut().poll_next(cx) {
-                Poll::Ready(Some((Some(key), lane, result))) => {
-                    match &result {
-                        Ok(Next::Done) => this.queue.complete(&key),
-                        Ok(Next::Requeue(next)) => {
-                            this.queue.complete(&key);
-                            this.queue.push(key.clone(), *next);
-                        }
-                        Ok(Next::RequeueAfter(next, delay)) => {
-                            this.queue.complete(&key);
-                            this.queue
-                                .schedule(key.clone(), *next, Instant::now() + *delay);
-                        }
-                        Err(_) => this.queue.fail(&key),
+        while this.in_flight.len() < *this.max_concurrent {
+            let Poll::Ready(claim) = this.queue.poll_claim(cx) else {
+                break;
+            };
+            let work = Work {
+                key: Some(claim.key.clone()),
+                lane: claim.lane,
+                future: (this.work)(claim),
+            };
+            this.in_flight.as_mut().get_mut().push(work);
+        }
+        match this.in_flight.as_mut().poll_next(cx) {
+            Poll::Ready(Some((key, lane, result))) => {
+                match &result {
+                    Ok(Next::Done) => this.queue.complete(&key),
+                    Ok(Next::Requeue(next)) => {
+                        this.queue.complete(&key);
+                        this.queue.push(key.clone(), *next);
                     }
-                    return Poll::Ready(Some((key, lane, result)));
+                    Ok(Next::RequeueAfter(next, delay)) => {
+                        this.queue.complete(&key);
+                        this.queue
+                            .schedule(key.clone(), *next, Instant::now() + *delay);
+                    }
+                    Err(_) => this.queue.fail(&key),
                 }
-                // A work future yields its key once; FuturesUnordered never polls it again.
-                Poll::Ready(Some((None, _, _))) => continue,
-                Poll::Ready(None) => {
-                    let inputs_done = this.fast.is_done() && this.normal.is_done();
-                    return if inputs_done && this.queue.is_empty() {
-                        Poll::Ready(None)
-                    } else {
-                        Poll::Pending
-                    };
-                }
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some((key, lane, result)))
             }
+            Poll::Ready(None) => {
+                let inputs_done = this.fast.is_done() && this.normal.is_done();
+                if inputs_done && this.queue.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                }
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
