@@ -16,9 +16,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use kube_sentinel::stream::{
-    Claim, ControllerStreamExt, DebounceConfig, Lane, LanesConfig, LatencyRecorder, Next,
-    TwoLaneQueue,
+    Claim, ControllerStreamExt, DebounceConfig, Lane, LanesConfig, Next, TwoLaneQueue,
 };
+use kube_sentinel::telemetry::LatencyRecorder;
 use tokio::time::{Instant, sleep};
 
 #[derive(Debug)]

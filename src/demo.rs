@@ -43,7 +43,7 @@ use tokio::{
 use crate::{
     manifests,
     operator::crd::{StatefulCluster, crd_yaml},
-    stream::LatencyRecorder,
+    telemetry::LatencyRecorder,
     testenv::{self, ControlPlane, ControlPlaneConfig, PodReadiness},
 };
 

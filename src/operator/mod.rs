@@ -43,8 +43,8 @@ use prometheus_client::registry::Registry;
 use crate::{
     cli::parse_duration,
     leader::{Leadership, LeaseConfig},
-    stream::{Lane, LanesConfig, Next, PrometheusQueueMetrics, TwoLaneQueue, run_two_lanes},
-    telemetry::{self, Health},
+    stream::{Lane, LanesConfig, Next, TwoLaneQueue, run_two_lanes},
+    telemetry::{self, Health, PrometheusQueueMetrics},
 };
 use crd::StatefulCluster;
 use reconcile::{Context, Key, Requeue, SecretHint};

@@ -11,7 +11,6 @@ use futures::Stream;
 mod backoff;
 pub mod debounce;
 pub mod lanes;
-pub mod latency;
 pub mod retry_sink;
 pub mod runner;
 mod timer_heap;
@@ -19,10 +18,7 @@ mod timer_heap;
 pub use debounce::{
     ConfigTiming, DebounceConfig, DebounceKeyed, DebounceMode, Debounced, OnInputEnd, Timing,
 };
-pub use lanes::{
-    Claim, Lane, LanesConfig, Next, PrometheusQueueMetrics, QueueMetrics, QueueStats, TwoLaneQueue,
-};
-pub use latency::{LatencyRecorder, LatencySnapshot, LatencySummary};
+pub use lanes::{Claim, Lane, LanesConfig, Next, QueueMetrics, QueueStats, TwoLaneQueue};
 pub use retry_sink::{Outcome, Retry, RetryConfig, RetryCounts, RetrySink, RetryStats, Status};
 pub use runner::{TwoLaneRunner, run_two_lanes};
 
