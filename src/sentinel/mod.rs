@@ -64,8 +64,8 @@ use crate::{
     },
     leader::{Leadership, LeaseConfig},
     stream::{
-        ControllerStreamExt, DebounceConfig, DebounceMode, Debounced, OnInputEnd, Retry,
-        RetryConfig, RetrySink, Status,
+        ControllerStreamExt, DebounceConfig, DebounceMode, Debounced, Delivery, OnInputEnd, Retry,
+        RetryConfig, RetrySink,
     },
     telemetry::{self, Health},
 };
@@ -467,15 +467,15 @@ pub async fn run(
     })
     .on_outcome(move |outcome| {
         outcome_metrics.triggers_retried.inc_by(u64::from(outcome.attempts.saturating_sub(1)));
-        match outcome.status {
-            Status::Sent(()) => {
+        match outcome.delivery {
+            Delivery::Sent(()) => {
                 outcome_metrics.triggers_written.inc();
             }
-            Status::Failed(e) => {
+            Delivery::Failed(e) => {
                 outcome_metrics.triggers_failed.inc();
                 tracing::error!(owner = %outcome.key, error = %e, "trigger could not be written");
             }
-            Status::Superseded => {}
+            Delivery::Superseded => {}
         }
     });
 

@@ -19,7 +19,9 @@ pub use debounce::{
     ConfigTiming, DebounceConfig, DebounceKeyed, DebounceMode, Debounced, OnInputEnd, Timing,
 };
 pub use lanes::{Claim, Lane, LanesConfig, Next, QueueMetrics, QueueStats, TwoLaneQueue};
-pub use retry_sink::{Outcome, Retry, RetryConfig, RetryCounts, RetrySink, RetryStats, Status};
+pub use retry_sink::{
+    Delivery, Retry, RetryConfig, RetryCounts, RetryOutcome, RetrySink, RetryStats,
+};
 pub use runner::{TwoLaneRunner, run_two_lanes};
 
 /// Fluent entry points for the combinators in this module.
