@@ -101,7 +101,7 @@ async fn main() {
             );
             burst.key
         });
-    let mut results = triggers.two_lane_queue(normal_rx, TwoLaneQueue::new(config), 2, reconcile);
+    let mut results = triggers.run_two_lanes(normal_rx, TwoLaneQueue::new(config), 2, reconcile);
     while let Some((key, lane, result)) = results.next().await {
         let ms = (Instant::now() - start).as_millis();
         match result {

@@ -47,7 +47,7 @@ impl<K, Fut: Future> Future for Work<K, Fut> {
 }
 
 /// Stream returned by [`run_two_lanes`] and
-/// [`ControllerStreamExt::two_lane_queue`](super::ControllerStreamExt::two_lane_queue): yields
+/// [`ControllerStreamExt::run_two_lanes`](super::ControllerStreamExt::run_two_lanes): yields
 /// `(key, lane, result)` per finished work.
 ///
 /// ```
@@ -56,7 +56,7 @@ impl<K, Fut: Future> Future for Work<K, Fut> {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let runner = stream::iter([1, 2]).two_lane_queue(
+/// let runner = stream::iter([1, 2]).run_two_lanes(
 ///     stream::empty(),
 ///     TwoLaneQueue::new(LanesConfig::default()),
 ///     4,
@@ -86,7 +86,7 @@ pub struct TwoLaneRunner<K, Fa, No, W, Fut> {
 /// Runs `work` on every key of `fast` (fast lane) and `normal` (normal lane) through `queue`,
 /// with at most `max_concurrent` works at once (`0` is taken as `1`). See the
 /// [module documentation](self) for the rules; the same is reachable as
-/// [`ControllerStreamExt::two_lane_queue`](super::ControllerStreamExt::two_lane_queue).
+/// [`ControllerStreamExt::run_two_lanes`](super::ControllerStreamExt::run_two_lanes).
 ///
 /// ```
 /// use futures::{StreamExt, stream};
@@ -245,7 +245,7 @@ mod tests {
         let log = Log::default();
         let (fast_tx, fast_rx) = mpsc::unbounded::<u32>();
         let (normal_tx, normal_rx) = mpsc::unbounded::<u32>();
-        let runner = fast_rx.two_lane_queue(
+        let runner = fast_rx.run_two_lanes(
             normal_rx,
             TwoLaneQueue::new(LanesConfig::default()),
             2,
