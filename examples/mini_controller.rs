@@ -16,9 +16,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use kube_sentinel::stream::{
-    Claim, ControllerStreamExt, DebounceConfig, Lane, LanesConfig, LatencyRecorder, Next,
-    TwoLaneQueue,
+    Claim, ControllerStreamExt, DebounceConfig, Lane, LanesConfig, Next, TwoLaneQueue,
 };
+use kube_sentinel::telemetry::LatencyRecorder;
 use tokio::time::{Instant, sleep};
 
 #[derive(Debug)]
@@ -101,7 +101,7 @@ async fn main() {
             );
             burst.key
         });
-    let mut results = triggers.two_lane_queue(normal_rx, TwoLaneQueue::new(config), 2, reconcile);
+    let mut results = triggers.run_two_lanes(normal_rx, TwoLaneQueue::new(config), 2, reconcile);
     while let Some((key, lane, result)) = results.next().await {
         let ms = (Instant::now() - start).as_millis();
         match result {

@@ -22,20 +22,39 @@
 //!
 //! Module map:
 //! * [`stream`]: generic `futures::Stream` combinators, no Kubernetes types: keyed debounce,
-//!   two-lane priority queue and runner, retrying sink, latency recorder.
-//! * [`testenv`]: a local control plane (etcd, kube-apiserver, kube-controller-manager built
+//!   two-lane priority queue and runner, retrying sink.
+//! * [`telemetry`]: readiness gates, latency histograms, the queue's Prometheus metrics and
+//!   (with Kubernetes) the operations endpoints and logging.
+//! * `watch`: the Kubernetes-aware pieces both programs share: the managedFields actor
+//!   filter, owner resolution, metadata-only watches, one name for "which object".
+//! * `sentinel` and `operator`: the two programs, each assembled in named stages
+//!   (`inputs → detect → debounce → gate → sink`; feeder, worker, fast and full reconcile).
+//! * `testenv`: a local control plane (etcd, kube-apiserver, kube-controller-manager built
 //!   from upstream Go modules) for tests, the demo and benchmarks.
-//! * [`demo`]: `kube-sentinel demo`, the whole system on a local control plane, drifted and
+//! * `demo`: `kube-sentinel demo`, the whole system on a local control plane, drifted and
 //!   reverted while it measures drift-to-revert.
+//!
+//! Everything that knows Kubernetes is behind the default feature `kubernetes`. Without it
+//! (`kube-sentinel = { version = "0.1", default-features = false }`) the crate is `stream` and
+//! the generic parts of `telemetry`, and builds without kube, k8s-openapi, axum or rcgen.
 
+#[cfg(feature = "kubernetes")]
 pub mod cli;
+#[cfg(feature = "kubernetes")]
 pub mod contract;
+#[cfg(feature = "kubernetes")]
 pub mod demo;
+#[cfg(feature = "kubernetes")]
 pub mod leader;
+#[cfg(feature = "kubernetes")]
 pub mod manifests;
+#[cfg(feature = "kubernetes")]
 pub mod operator;
+#[cfg(feature = "kubernetes")]
 pub mod sentinel;
 pub mod stream;
 pub mod telemetry;
+#[cfg(feature = "kubernetes")]
 pub mod testenv;
+#[cfg(feature = "kubernetes")]
 pub mod watch;

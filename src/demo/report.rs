@@ -2,7 +2,7 @@
 //! `/debug/latency` say.
 
 use super::programs::{ProgramKind, Programs};
-use crate::{stream::LatencyRecorder, testenv};
+use crate::{telemetry::LatencyRecorder, testenv};
 
 /// Counter samples worth showing: the drift, trigger, reconcile and revert counts.
 const REPORTED_COUNTERS: [&str; 9] = [

@@ -12,7 +12,7 @@ use super::{
     programs::{ProgramKind, Programs},
     report::full_reconciles,
 };
-use crate::stream::LatencyRecorder;
+use crate::telemetry::LatencyRecorder;
 
 /// One verified revert.
 pub(crate) struct Reverted {

@@ -16,7 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::stream::LatencyRecorder;
+use crate::telemetry::LatencyRecorder;
 
 /// `path` label: which reconcile path ran.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -45,8 +45,8 @@ use self::{
     worker::{SecretHints, Worker},
 };
 use crate::{
-    stream::{LanesConfig, PrometheusQueueMetrics, TwoLaneQueue, run_two_lanes},
-    telemetry::{self, Gate, Health, Reachability},
+    stream::{LanesConfig, TwoLaneQueue, run_two_lanes},
+    telemetry::{self, Gate, Health, PrometheusQueueMetrics, Reachability},
 };
 
 /// Runs the operator until `shutdown` resolves (then finishes in-flight work and releases the

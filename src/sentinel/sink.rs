@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     contract::SentinelTrigger,
-    stream::{Outcome, Retry, RetryConfig, RetrySink, Status},
+    stream::{Delivery, Retry, RetryConfig, RetryOutcome, RetrySink},
     watch::{NamespacedName, OwnerKind},
 };
 
@@ -103,19 +103,22 @@ async fn write_trigger(
 }
 
 /// Counts a final outcome: written, failed (and logged), or superseded; retries on the side.
-fn count_outcome(metrics: &SentinelMetrics, outcome: Outcome<NamespacedName, (), kube::Error>) {
+fn count_outcome(
+    metrics: &SentinelMetrics,
+    outcome: RetryOutcome<NamespacedName, (), kube::Error>,
+) {
     metrics
         .triggers_retried
         .inc_by(u64::from(outcome.attempts.saturating_sub(1)));
-    match outcome.status {
-        Status::Sent(()) => {
+    match outcome.delivery {
+        Delivery::Sent(()) => {
             metrics.triggers_written.inc();
         }
-        Status::Failed(e) => {
+        Delivery::Failed(e) => {
             metrics.triggers_failed.inc();
             tracing::error!(owner = %outcome.key, error = %e, "trigger could not be written");
         }
-        Status::Superseded => {}
+        Delivery::Superseded => {}
     }
 }
 

@@ -1,186 +1,34 @@
 //! Generic stream combinators for controllers.
 //!
-//! Nothing in this module knows about Kubernetes: each combinator is a small poll-driven
-//! state machine (one `#[pin_project]` struct per file), reached through a method on
-//! [`ControllerStreamExt`], in the manner of kube-runtime's `WatchStreamExt`.
+//! Nothing in this module knows about Kubernetes, and it builds without the crate's
+//! `kubernetes` feature. Each combinator is a small poll-driven state machine in a module of
+//! its own (a folder when it has a vocabulary, a store and tests of its own), reached through
+//! a method on [`ControllerStreamExt`], in the manner of kube-runtime's `WatchStreamExt`:
+//!
+//! * [`debounce`]: keyed debounce, one emission per key per burst
+//!   ([`debounce_keyed`](ControllerStreamExt::debounce_keyed));
+//! * [`lanes`]: the two-lane priority work queue, and [`runner`], which works its keys with a
+//!   bounded pool of futures ([`run_two_lanes`](ControllerStreamExt::run_two_lanes));
+//! * [`retry_sink`]: a retrying, latest-wins sink per key.
+//!
+//! They share one timer heap (`timer_heap`: many deadlines, one tokio timer) and one
+//! exponential backoff formula (`backoff`). Their telemetry adapters (Prometheus metrics of the
+//! queue, latency histograms) are in [`telemetry`](crate::telemetry).
 
-use std::{future::Future, hash::Hash};
-
-use futures::Stream;
-
+mod backoff;
 pub mod debounce;
-mod due;
+mod ext;
 pub mod lanes;
-pub mod latency;
 pub mod retry_sink;
 pub mod runner;
+mod timer_heap;
 
 pub use debounce::{
     ConfigTiming, DebounceConfig, DebounceKeyed, DebounceMode, Debounced, OnInputEnd, Timing,
 };
-pub use lanes::{
-    Claim, Lane, LanesConfig, Next, PrometheusQueueMetrics, QueueMetrics, QueueStats, TwoLaneQueue,
+pub use ext::ControllerStreamExt;
+pub use lanes::{Claim, Lane, LanesConfig, Next, QueueMetrics, QueueStats, TwoLaneQueue};
+pub use retry_sink::{
+    Delivery, Retry, RetryConfig, RetryCounts, RetryOutcome, RetrySink, RetryStats,
 };
-pub use latency::{LatencyRecorder, LatencySnapshot, LatencySummary};
-pub use retry_sink::{Outcome, Retry, RetryConfig, RetryCounts, RetrySink, RetryStats, Status};
 pub use runner::{TwoLaneRunner, run_two_lanes};
-
-/// Fluent entry points for the combinators in this module.
-pub trait ControllerStreamExt: Stream {
-    /// Works on the keys of this stream (the fast lane) and of `normal` (the normal lane)
-    /// through `queue`, with at most `max_concurrent` `work` futures at once, and yields
-    /// `(key, lane, result)` per finished work. The same as the free function
-    /// [`run_two_lanes`]`(self, normal, queue, max_concurrent, work)`; see [`runner`] for the
-    /// rules and [`lanes`] for the queue's.
-    ///
-    /// ```
-    /// use futures::{StreamExt, stream};
-    /// use kube_sentinel::stream::{ControllerStreamExt, Lane, LanesConfig, Next, TwoLaneQueue};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let triggers = stream::iter(["web"]);
-    /// let resyncs = stream::iter(["db", "cache"]);
-    /// let results: Vec<_> = triggers
-    ///     .two_lane_queue(resyncs, TwoLaneQueue::new(LanesConfig::default()), 2, |claim| async move {
-    ///         Ok::<_, String>(if claim.lane == Lane::Fast { Next::Requeue(Lane::Normal) } else { Next::Done })
-    ///     })
-    ///     .map(|(key, lane, _)| (key, lane))
-    ///     .collect()
-    ///     .await;
-    /// assert_eq!(results[0], ("web", Lane::Fast));
-    /// assert_eq!(results.len(), 4); // web (fast), db, cache, web (normal)
-    /// # }
-    /// ```
-    fn two_lane_queue<K, No, W, Fut, E>(
-        self,
-        normal: No,
-        queue: TwoLaneQueue<K>,
-        max_concurrent: usize,
-        work: W,
-    ) -> TwoLaneRunner<K, Self, No, W, Fut>
-    where
-        Self: Stream<Item = K> + Sized,
-        K: Clone + Hash + Eq,
-        No: Stream<Item = K>,
-        W: FnMut(Claim<K>) -> Fut,
-        Fut: Future<Output = Result<Next, E>>,
-    {
-        run_two_lanes(self, normal, queue, max_concurrent, work)
-    }
-
-    /// Debounces items per key: one [`Debounced`] emission per key per burst, carrying the
-    /// `fold` of the burst's items, when its first item arrived and how many it absorbed.
-    ///
-    /// `key` names the key of an item; `fold(acc, item)` folds an item into the burst's value
-    /// (`acc` is `None` for the first item of an emission). The timing rules (trailing or
-    /// leading+trailing, window, max-wait, jitter, end of input) are in [`DebounceConfig`] and
-    /// the [`debounce`] module documentation. All open bursts share one timer.
-    ///
-    /// ## Warning
-    /// Without [`max_wait`](DebounceConfig::max_wait), a key whose items keep arriving faster
-    /// than the window is never emitted in trailing mode. Set a max-wait when the input can be
-    /// continuous.
-    ///
-    /// ```
-    /// use futures::{StreamExt, stream};
-    /// use kube_sentinel::stream::{ControllerStreamExt, DebounceConfig};
-    /// use std::time::Duration;
-    /// use tokio::time::{Instant, sleep};
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let start = Instant::now();
-    /// // (object, generation) events, one every 500 ms: "web" changes three times, "db" once.
-    /// let events = stream::iter([("web", 1), ("db", 7), ("web", 2), ("web", 3)])
-    ///     .then(|event| async move {
-    ///         sleep(Duration::from_millis(500)).await;
-    ///         event
-    ///     });
-    /// let config = DebounceConfig::trailing(Duration::from_secs(2)).max_wait(Duration::from_secs(10));
-    /// let emitted: Vec<_> = events
-    ///     .debounce_keyed(config, |(name, _)| *name, |_latest, (_, generation)| generation)
-    ///     .map(|d| (d.key, d.value, d.absorbed, d.first_seen - start, Instant::now() - start))
-    ///     .collect()
-    ///     .await;
-    /// let s = Duration::from_millis;
-    /// assert_eq!(emitted, [
-    ///     // "db" was quiet for 2 s after its only event at 1 s.
-    ///     ("db", 7, 1, s(1000), s(3000)),
-    ///     // "web": events at 0.5, 1.5 and 2 s, emitted 2 s after the last with the latest value.
-    ///     ("web", 3, 3, s(500), s(4000)),
-    /// ]);
-    /// # }
-    /// ```
-    fn debounce_keyed<K, A, KF, F>(
-        self,
-        config: DebounceConfig,
-        key: KF,
-        fold: F,
-    ) -> DebounceKeyed<Self, K, A, KF, ConfigTiming<Self::Item>, F>
-    where
-        Self: Sized,
-        K: Hash + Eq + Clone,
-        KF: FnMut(&Self::Item) -> K,
-        F: FnMut(Option<A>, Self::Item) -> A,
-    {
-        fn config_timing<I>(_: &I) -> Option<Timing> {
-            None
-        }
-        DebounceKeyed::new(self, config, key, config_timing::<Self::Item>, fold)
-    }
-
-    /// [`debounce_keyed`](Self::debounce_keyed) with per-key timing: `timing(item)` is called
-    /// on the item that opens a burst and gives that burst's [`Timing`] (`None`:
-    /// `config.timing`). Later items of the same burst do not change it.
-    ///
-    /// ```
-    /// use futures::{StreamExt, stream};
-    /// use kube_sentinel::stream::{ControllerStreamExt, DebounceConfig, Timing};
-    /// use std::time::Duration;
-    /// use tokio::time::Instant;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let start = Instant::now();
-    /// // Secrets are debounced for 100 ms with a leading emission; everything else for 2 s.
-    /// let events = stream::iter(["configmap/a", "secret/tls", "secret/tls", "configmap/a"]);
-    /// let emitted: Vec<_> = events
-    ///     .debounce_keyed_with(
-    ///         DebounceConfig::trailing(Duration::from_secs(2)),
-    ///         |name| *name,
-    ///         |name| {
-    ///             name.starts_with("secret/")
-    ///                 .then(|| Timing::leading_trailing(Duration::from_millis(100)))
-    ///         },
-    ///         |count, _| count.unwrap_or(0) + 1,
-    ///     )
-    ///     .map(|d| (d.key, d.value, d.leading, Instant::now() - start))
-    ///     .collect()
-    ///     .await;
-    /// assert_eq!(emitted, [
-    ///     ("secret/tls", 1, true, Duration::ZERO),
-    ///     ("secret/tls", 1, false, Duration::from_millis(100)),
-    ///     ("configmap/a", 2, false, Duration::from_secs(2)),
-    /// ]);
-    /// # }
-    /// ```
-    fn debounce_keyed_with<K, A, KF, TF, F>(
-        self,
-        config: DebounceConfig,
-        key: KF,
-        timing: TF,
-        fold: F,
-    ) -> DebounceKeyed<Self, K, A, KF, TF, F>
-    where
-        Self: Sized,
-        K: Hash + Eq + Clone,
-        KF: FnMut(&Self::Item) -> K,
-        TF: FnMut(&Self::Item) -> Option<Timing>,
-        F: FnMut(Option<A>, Self::Item) -> A,
-    {
-        DebounceKeyed::new(self, config, key, timing, fold)
-    }
-}
-
-impl<S: Stream + ?Sized> ControllerStreamExt for S {}

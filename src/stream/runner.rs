@@ -33,17 +33,21 @@ struct Work<K, Fut> {
 }
 
 impl<K, Fut: Future> Future for Work<K, Fut> {
-    type Output = (Option<K>, Lane, Fut::Output);
+    type Output = (K, Lane, Fut::Output);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let output = ready!(this.future.poll(cx));
-        Poll::Ready((this.key.take(), *this.lane, output))
+        let key = this
+            .key
+            .take()
+            .expect("FuturesUnordered never polls a finished work again");
+        Poll::Ready((key, *this.lane, output))
     }
 }
 
 /// Stream returned by [`run_two_lanes`] and
-/// [`ControllerStreamExt::two_lane_queue`](super::ControllerStreamExt::two_lane_queue): yields
+/// [`ControllerStreamExt::run_two_lanes`](super::ControllerStreamExt::run_two_lanes): yields
 /// `(key, lane, result)` per finished work.
 ///
 /// ```
@@ -52,7 +56,7 @@ impl<K, Fut: Future> Future for Work<K, Fut> {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let runner = stream::iter([1, 2]).two_lane_queue(
+/// let runner = stream::iter([1, 2]).run_two_lanes(
 ///     stream::empty(),
 ///     TwoLaneQueue::new(LanesConfig::default()),
 ///     4,
@@ -82,7 +86,7 @@ pub struct TwoLaneRunner<K, Fa, No, W, Fut> {
 /// Runs `work` on every key of `fast` (fast lane) and `normal` (normal lane) through `queue`,
 /// with at most `max_concurrent` works at once (`0` is taken as `1`). See the
 /// [module documentation](self) for the rules; the same is reachable as
-/// [`ControllerStreamExt::two_lane_queue`](super::ControllerStreamExt::two_lane_queue).
+/// [`ControllerStreamExt::run_two_lanes`](super::ControllerStreamExt::run_two_lanes).
 ///
 /// ```
 /// use futures::{StreamExt, stream};
@@ -157,47 +161,43 @@ where
         while let Poll::Ready(Some(key)) = this.normal.as_mut().poll_next(cx) {
             this.queue.push(key, Lane::Normal);
         }
-        loop {
-            while this.in_flight.len() < *this.max_concurrent {
-                let Poll::Ready(claim) = this.queue.poll_claim(cx) else {
-                    break;
-                };
-                let work = Work {
-                    key: Some(claim.key.clone()),
-                    lane: claim.lane,
-                    future: (this.work)(claim),
-                };
-                this.in_flight.as_mut().get_mut().push(work);
-            }
-            match this.in_flight.as_mut().poll_next(cx) {
-                Poll::Ready(Some((Some(key), lane, result))) => {
-                    match &result {
-                        Ok(Next::Done) => this.queue.complete(&key),
-                        Ok(Next::Requeue(next)) => {
-                            this.queue.complete(&key);
-                            this.queue.push(key.clone(), *next);
-                        }
-                        Ok(Next::RequeueAfter(next, delay)) => {
-                            this.queue.complete(&key);
-                            this.queue
-                                .schedule(key.clone(), *next, Instant::now() + *delay);
-                        }
-                        Err(_) => this.queue.fail(&key),
+        while this.in_flight.len() < *this.max_concurrent {
+            let Poll::Ready(claim) = this.queue.poll_claim(cx) else {
+                break;
+            };
+            let work = Work {
+                key: Some(claim.key.clone()),
+                lane: claim.lane,
+                future: (this.work)(claim),
+            };
+            this.in_flight.as_mut().get_mut().push(work);
+        }
+        match this.in_flight.as_mut().poll_next(cx) {
+            Poll::Ready(Some((key, lane, result))) => {
+                match &result {
+                    Ok(Next::Done) => this.queue.complete(&key),
+                    Ok(Next::Requeue(next)) => {
+                        this.queue.complete(&key);
+                        this.queue.push(key.clone(), *next);
                     }
-                    return Poll::Ready(Some((key, lane, result)));
+                    Ok(Next::RequeueAfter(next, delay)) => {
+                        this.queue.complete(&key);
+                        this.queue
+                            .schedule(key.clone(), *next, Instant::now() + *delay);
+                    }
+                    Err(_) => this.queue.fail(&key),
                 }
-                // A work future yields its key once; FuturesUnordered never polls it again.
-                Poll::Ready(Some((None, _, _))) => continue,
-                Poll::Ready(None) => {
-                    let inputs_done = this.fast.is_done() && this.normal.is_done();
-                    return if inputs_done && this.queue.is_empty() {
-                        Poll::Ready(None)
-                    } else {
-                        Poll::Pending
-                    };
-                }
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some((key, lane, result)))
             }
+            Poll::Ready(None) => {
+                let inputs_done = this.fast.is_done() && this.normal.is_done();
+                if inputs_done && this.queue.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                }
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -245,7 +245,7 @@ mod tests {
         let log = Log::default();
         let (fast_tx, fast_rx) = mpsc::unbounded::<u32>();
         let (normal_tx, normal_rx) = mpsc::unbounded::<u32>();
-        let runner = fast_rx.two_lane_queue(
+        let runner = fast_rx.run_two_lanes(
             normal_rx,
             TwoLaneQueue::new(LanesConfig::default()),
             2,

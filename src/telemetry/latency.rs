@@ -73,7 +73,7 @@ struct Shared {
 /// A cloneable, `Send + Sync` latency recorder; clones record into the same histogram.
 ///
 /// ```
-/// use kube_sentinel::stream::LatencyRecorder;
+/// use kube_sentinel::telemetry::LatencyRecorder;
 /// use std::time::Duration;
 ///
 /// let latency = LatencyRecorder::new();
@@ -130,7 +130,7 @@ impl LatencyRecorder {
     /// Records the time elapsed since `start` (on tokio's clock, so paused-clock tests work).
     ///
     /// ```
-    /// use kube_sentinel::stream::LatencyRecorder;
+    /// use kube_sentinel::telemetry::LatencyRecorder;
     /// use std::time::Duration;
     /// use tokio::time::Instant;
     ///
@@ -177,7 +177,7 @@ impl LatencyRecorder {
 /// Percentiles of a [`LatencySnapshot`]; `Display` prints them on one line.
 ///
 /// ```
-/// use kube_sentinel::stream::LatencyRecorder;
+/// use kube_sentinel::telemetry::LatencyRecorder;
 /// use std::time::Duration;
 /// let latency = LatencyRecorder::new();
 /// latency.record(Duration::from_millis(3));
@@ -216,7 +216,7 @@ impl fmt::Display for LatencySummary {
 /// What a [`LatencyRecorder`] held at one instant.
 ///
 /// ```
-/// use kube_sentinel::stream::LatencyRecorder;
+/// use kube_sentinel::telemetry::LatencyRecorder;
 /// use std::time::Duration;
 /// let latency = LatencyRecorder::new();
 /// latency.record(Duration::from_micros(1500));
@@ -241,7 +241,7 @@ impl LatencySnapshot {
     /// Count, mean, p50, p90, p99, p99.9 and max (percentiles within 1 %).
     ///
     /// ```
-    /// use kube_sentinel::stream::LatencyRecorder;
+    /// use kube_sentinel::telemetry::LatencyRecorder;
     /// use std::time::Duration;
     /// let latency = LatencyRecorder::new();
     /// latency.record(Duration::from_micros(100));
@@ -275,7 +275,7 @@ impl LatencySnapshot {
     /// the table HdrHistogram's plotter reads.
     ///
     /// ```
-    /// use kube_sentinel::stream::LatencyRecorder;
+    /// use kube_sentinel::telemetry::LatencyRecorder;
     /// use std::time::Duration;
     /// let latency = LatencyRecorder::new();
     /// for ms in [1, 2, 3] {
@@ -348,7 +348,7 @@ impl LatencySnapshot {
     /// exactly on a bound is always counted, and one up to 0.8 % above it may be.
     ///
     /// ```
-    /// use kube_sentinel::stream::LatencyRecorder;
+    /// use kube_sentinel::telemetry::LatencyRecorder;
     /// use std::time::Duration;
     /// let latency = LatencyRecorder::new();
     /// for ms in [5, 50, 500] {

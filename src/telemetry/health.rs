@@ -1,19 +1,9 @@
-//! Operations endpoints shared by both programs: `/healthz`, `/readyz`, `/metrics`, plus any
-//! debug routes a program adds, and the `tracing` subscriber set-up.
-//!
-//! Readiness is a set of named gates ([`Health::gate`]); `/readyz` answers 200 only when every
-//! gate is open, and otherwise 503 naming the closed ones, so a probe failure says why.
+//! Readiness: named gates ([`Health`], [`Gate`]) and a gate driven by API calls ([`Reachability`]).
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
 };
-
-use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
-use prometheus_client::registry::Registry;
 
 type Gates = Vec<(&'static str, Arc<AtomicBool>)>;
 
@@ -102,86 +92,6 @@ impl Reachability {
         self.gate.set(down_for < self.grace);
         down_for
     }
-}
-
-/// The router with `/healthz`, `/readyz` and `/metrics`; merge a program's debug routes into it.
-pub fn router(health: Health, registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let health = health.clone();
-                async move {
-                    let closed = health.not_ready();
-                    if closed.is_empty() {
-                        (StatusCode::OK, "ok".to_string())
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("not ready: {}", closed.join(", ")),
-                        )
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move { encode_metrics(&registry).into_response() }
-            }),
-        )
-}
-
-fn encode_metrics(registry: &Registry) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(axum::http::header::CONTENT_TYPE, "text/plain")],
-            format!("encoding metrics failed: {e}"),
-        ),
-    }
-}
-
-/// Serves `router` on `addr` until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Installs the global `tracing` subscriber: `RUST_LOG` filtering (default `info`), one line per
-/// event, JSON when `json` is set.
-pub fn init_tracing(json: bool) {
-    use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    // A second init (tests, embedding) keeps the first subscriber; that is not an error.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 #[cfg(test)]
