@@ -11,6 +11,7 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client, Config,
     api::PostParams,
+    client::{ClientBuilder, ConfigExt},
     config::{KubeConfigOptions, Kubeconfig},
 };
 
@@ -22,6 +23,25 @@ pub async fn client_from_kubeconfig(kubeconfig: Kubeconfig) -> Result<Client> {
         .await
         .context("reading the kubeconfig")?;
     Client::try_from(config).context("building a client")
+}
+
+/// A client for a kubeconfig without kube's logging layer, for probing a server that is still
+/// starting: kube logs every connection error and 5xx at ERROR, and a start is not an error.
+pub(crate) async fn quiet_client_from_kubeconfig(kubeconfig: Kubeconfig) -> Result<Client> {
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("reading the kubeconfig")?;
+    let connector = config
+        .rustls_https_connector()
+        .context("building the TLS connector")?;
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer().context("building the auth layer")?)
+        .map_err(tower::BoxError::from)
+        .service(http);
+    Ok(ClientBuilder::new(service, config.default_namespace).build())
 }
 
 /// Requests a token for ServiceAccount `namespace/name`, valid for `ttl`.

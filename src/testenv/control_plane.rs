@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{
     ChildProcess, ControlPlaneConfig, Credentials, Pki, Tie,
-    accounts::{client_from_kubeconfig, service_account_kubeconfig},
+    accounts::{client_from_kubeconfig, quiet_client_from_kubeconfig, service_account_kubeconfig},
     data_dir::{self, PkiFiles},
     kubeconfig::{self, kubeconfig_for},
     loopback::free_ports,
@@ -117,11 +117,11 @@ impl ControlPlane {
             args.push("--disable-admission-plugins=ServiceAccount".into());
         }
         self.spawn(config, "kube-apiserver", &args)?;
-        let admin = self.admin_client().await?;
-        self.wait_for_readyz(&admin, config.ready_timeout)
+        let probe = quiet_client_from_kubeconfig(self.admin_kubeconfig.clone()).await?;
+        self.wait_for_readyz(&probe, config.ready_timeout)
             .await
             .context("waiting for kube-apiserver /readyz")?;
-        Ok(admin)
+        self.admin_client().await
     }
 
     async fn start_controller_manager(

@@ -108,6 +108,14 @@ fn demo_reverts_five_drifts_and_exits_cleanly() {
         "{text}"
     );
     assert!(text.contains("operator /debug/latency:"), "{text}");
+    // A clean run logs no error: waiting for the API server to start is not one.
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(
+        errors.is_empty(),
+        "{} error lines on a clean run, the first: {:?}",
+        errors.len(),
+        errors.first()
+    );
     assert!(
         !kubeconfig.exists(),
         "the demo removes its kubeconfig when it stops"
