@@ -1,10 +1,12 @@
 //! `kube-sentinel`: the sentinel, the operator and their tools in one binary.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use kube_sentinel::{
+    cli::parse_duration,
+    sentinel::ModeArg,
     telemetry,
     testenv::{ControlPlane, ControlPlaneConfig},
 };
@@ -74,6 +76,15 @@ struct DemoArgs {
     /// Stop after printing the figures instead of running until Ctrl-C.
     #[arg(long)]
     exit_when_done: bool,
+    /// The sentinel's debounce mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Trailing)]
+    mode: ModeArg,
+    /// The sentinel's debounce window (1s to 60s).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    debounce: Duration,
+    /// Also write the figures as JSON to this file (injected, reverted, latency_ms, rounds).
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -146,6 +157,9 @@ async fn demo(args: DemoArgs, exit_on_stdin_eof: bool) -> Result<()> {
         kubeconfig: args.kubeconfig,
         rounds: args.rounds,
         exit_when_done: args.exit_when_done,
+        mode: args.mode,
+        debounce: args.debounce,
+        summary_json: args.summary_json,
     };
     kube_sentinel::demo::run(config, options, wait_for_shutdown(exit_on_stdin_eof)).await
 }

@@ -70,6 +70,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     tokio::pin!(shutdown);
+    options.validate()?;
     options::refuse_to_clobber(&options.kubeconfig)?;
     println!("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)");
     let plane = tokio::select! {
@@ -167,10 +168,14 @@ async fn demonstrate(
         "installed the CRD, deploy/operator and deploy/sentinel (namespace {SYSTEM_NAMESPACE}; \
          the Deployments are replaced by local processes)"
     );
-    start_programs(plane, logs, programs).await?;
+    start_programs(plane, logs, &options.sentinel_flags(), programs).await?;
     let cluster = create_sample(&admin, programs).await?;
-    let latency = rounds::drift_rounds(&cluster, options.rounds, programs).await?;
-    report::print_summary(&latency);
+    let rounds = rounds::drift_rounds(&cluster, options.rounds, programs).await?;
+    report::print_summary(&rounds, options);
+    if let Some(path) = &options.summary_json {
+        report::write_summary_json(path, &rounds, options)?;
+        println!("summary written to {}", path.display());
+    }
     report::print_program_figures(programs).await;
     Ok(())
 }
@@ -190,8 +195,13 @@ async fn announce_control_plane(plane: &ControlPlane, options: &DemoOptions) -> 
 
 /// Starts the operator and the sentinel under their ServiceAccounts and waits until both are
 /// ready, saying where their logs and metrics are.
-async fn start_programs(plane: &ControlPlane, logs: &Path, programs: &mut Programs) -> Result<()> {
-    programs.spawn_all(plane, logs).await?;
+async fn start_programs(
+    plane: &ControlPlane,
+    logs: &Path,
+    sentinel_flags: &[String],
+    programs: &mut Programs,
+) -> Result<()> {
+    programs.spawn_all(plane, logs, sentinel_flags).await?;
     for program in programs.iter_mut() {
         program.wait_ready().await?;
         println!(

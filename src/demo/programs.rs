@@ -66,7 +66,12 @@ pub(crate) struct Program {
 impl Program {
     /// Starts `kind` with `kubeconfig`, its metrics on a free loopback port and its log in
     /// `<logs>/<program>.log`.
-    pub(crate) fn spawn(kind: ProgramKind, kubeconfig: &Path, logs: &Path) -> Result<Self> {
+    pub(crate) fn spawn(
+        kind: ProgramKind,
+        kubeconfig: &Path,
+        logs: &Path,
+        extra_flags: &[String],
+    ) -> Result<Self> {
         let exe = std::env::current_exe().context("finding this program's own path")?;
         let port = testenv::free_port()?;
         let mut command = Command::new(exe);
@@ -77,6 +82,7 @@ impl Program {
             .arg(kubeconfig)
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra_flags)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -144,8 +150,13 @@ pub(crate) struct Programs(Vec<Program>);
 
 impl Programs {
     /// Starts every [`ProgramKind`] as its ServiceAccount (kubeconfigs and logs in `logs`),
-    /// without waiting for them to be ready.
-    pub(crate) async fn spawn_all(&mut self, plane: &ControlPlane, logs: &Path) -> Result<()> {
+    /// the sentinel with `sentinel_flags` too, without waiting for them to be ready.
+    pub(crate) async fn spawn_all(
+        &mut self,
+        plane: &ControlPlane,
+        logs: &Path,
+        sentinel_flags: &[String],
+    ) -> Result<()> {
         for kind in ProgramKind::BOTH {
             let kubeconfig: PathBuf = install::service_account_kubeconfig(
                 plane,
@@ -154,7 +165,11 @@ impl Programs {
                 kind.subcommand(),
             )
             .await?;
-            self.0.push(Program::spawn(kind, &kubeconfig, logs)?);
+            let flags = match kind {
+                ProgramKind::Sentinel => sentinel_flags,
+                ProgramKind::Operator => &[],
+            };
+            self.0.push(Program::spawn(kind, &kubeconfig, logs, flags)?);
         }
         Ok(())
     }

@@ -1,8 +1,16 @@
 //! The figures: drift-to-revert percentiles, and what the programs' own `/metrics` and
 //! `/debug/latency` say.
 
-use super::programs::{ProgramKind, Programs};
-use crate::{telemetry::LatencyRecorder, testenv};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::{
+    DemoOptions,
+    programs::{ProgramKind, Programs},
+    rounds::Rounds,
+};
+use crate::{telemetry::LatencySummary, testenv};
 
 /// Counter samples worth showing: the drift, trigger, reconcile and revert counts.
 const REPORTED_COUNTERS: [&str; 9] = [
@@ -18,8 +26,8 @@ const REPORTED_COUNTERS: [&str; 9] = [
 ];
 
 /// Prints the percentiles of the rounds' drift-to-revert times.
-pub(crate) fn print_summary(latency: &LatencyRecorder) {
-    let summary = latency.snapshot().summary();
+pub(crate) fn print_summary(rounds: &Rounds, options: &DemoOptions) {
+    let summary = rounds.latency.snapshot().summary();
     println!(
         "\ndrift-to-revert over {} rounds: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
         summary.count,
@@ -30,9 +38,41 @@ pub(crate) fn print_summary(latency: &LatencyRecorder) {
     );
     println!(
         "  (from just before the outside change to the read-back of the restored object, with \
-         status.sentinel.lastHandledTriggerID == triggerID; includes the sentinel's 2 s debounce \
-         window)"
+         status.sentinel.lastHandledTriggerID == triggerID; includes the sentinel's {} ms {} \
+         debounce window)",
+        options.debounce.as_millis(),
+        options.mode_name()
     );
+}
+
+/// The figures as JSON: `injected`, `reverted`, `latency_ms` percentiles and every round.
+pub(crate) fn summary_json(rounds: &Rounds, options: &DemoOptions) -> serde_json::Value {
+    let summary = rounds.latency.snapshot().summary();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let LatencySummary {
+        p50, p90, p99, max, ..
+    } = summary;
+    serde_json::json!({
+        "mode": options.mode_name(),
+        "debounce_ms": ms(options.debounce),
+        "injected": rounds.records.len(),
+        // A round ends only when its object reads back restored: each record is a revert.
+        "reverted": rounds.records.len(),
+        "reverted_by_fast_path": rounds.records.iter().filter(|r| r.outcome == "corrected").count(),
+        "latency_ms": { "p50": ms(p50), "p90": ms(p90), "p99": ms(p99), "max": ms(max) },
+        "rounds": rounds.records,
+    })
+}
+
+/// Writes [`summary_json`] to `path`.
+pub(crate) fn write_summary_json(
+    path: &Path,
+    rounds: &Rounds,
+    options: &DemoOptions,
+) -> Result<()> {
+    let text = serde_json::to_string_pretty(&summary_json(rounds, options))
+        .context("serializing the summary")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 /// Full reconciles the operator has completed, from its `/metrics` on `port`; `None` if

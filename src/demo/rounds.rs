@@ -24,14 +24,40 @@ pub(crate) struct Reverted {
     pub outcome: String,
 }
 
+/// One measured round, as the summary reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct RoundRecord {
+    /// 1 for the first round.
+    pub round: u32,
+    /// The drifted object, as `Kind/name`.
+    pub object: String,
+    /// The kind of drift.
+    pub drift: String,
+    /// Drift-to-revert in milliseconds (microsecond resolution).
+    pub latency_ms: f64,
+    /// The operator's `lastOutcome`.
+    pub outcome: String,
+    /// The trigger that led to the revert.
+    pub trigger_id: String,
+}
+
+/// Every round, and their drift-to-revert times as a histogram.
+pub(crate) struct Rounds {
+    /// The drift-to-revert times.
+    pub latency: LatencyRecorder,
+    /// Each round, in order.
+    pub records: Vec<RoundRecord>,
+}
+
 /// `rounds` cycles of every [`DriftKind`], each printed as it is reverted; the drift-to-revert
 /// times. Fails if a round is not reverted in time or a program exits.
 pub(crate) async fn drift_rounds(
     cluster: &Cluster,
     rounds: u32,
     programs: &mut Programs,
-) -> Result<LatencyRecorder> {
+) -> Result<Rounds> {
     let latency = LatencyRecorder::new();
+    let mut records = Vec::new();
     let total = rounds.saturating_mul(DriftKind::ALL.len() as u32);
     let operator_port = programs
         .port(ProgramKind::Operator)
@@ -56,11 +82,19 @@ pub(crate) async fn drift_rounds(
             reverted.outcome,
             reverted.trigger_id
         );
+        records.push(RoundRecord {
+            round: round + 1,
+            object: object.to_string(),
+            drift: kind.to_string(),
+            latency_ms: reverted.elapsed.as_secs_f64() * 1e3,
+            outcome: reverted.outcome,
+            trigger_id: reverted.trigger_id,
+        });
         // The fast path queues a full reconcile after each revert. Let it finish, so that the
         // next round's drift is reverted by the fast path, not by that reconcile in passing.
         settle(cluster, operator_port, full_before).await;
     }
-    Ok(latency)
+    Ok(Rounds { latency, records })
 }
 
 /// One round: drift `kind`, then poll until the object reads back restored and a new trigger

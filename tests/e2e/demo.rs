@@ -11,8 +11,18 @@ use std::{
 
 use kube_sentinel::testenv::ControlPlaneConfig;
 
-#[test]
-fn demo_reverts_five_drifts_and_exits_cleanly() {
+/// What one run of the demo left: its standard output, its standard error and where its
+/// kubeconfig was.
+struct DemoRun {
+    output: Vec<String>,
+    stderr: String,
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs `kube-sentinel demo --exit-when-done --rounds 1` with `extra` flags (`{dir}` in a flag
+/// is the run's own directory) and asserts that it succeeds.
+fn run_demo(extra: &[&str]) -> DemoRun {
     // KUBE_SENTINEL_BIN_DIR when set, else the build script's (cached) output.
     let bin_dir = ControlPlaneConfig::from_build_script()
         .expect("control-plane binaries")
@@ -37,6 +47,11 @@ fn demo_reverts_five_drifts_and_exits_cleanly() {
         .arg(&bin_dir)
         .arg("--kubeconfig")
         .arg(&kubeconfig)
+        .args(
+            extra
+                .iter()
+                .map(|flag| flag.replace("{dir}", &workdir.display().to_string())),
+        )
         // Held open until the demo ends: if this test dies, the demo stops.
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -80,6 +95,23 @@ fn demo_reverts_five_drifts_and_exits_cleanly() {
         "{status}\n{text}\n---- stderr ----\n{stderr}"
     );
 
+    DemoRun {
+        output,
+        stderr,
+        kubeconfig,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn demo_reverts_five_drifts_and_exits_cleanly() {
+    let DemoRun {
+        output,
+        stderr,
+        kubeconfig,
+        _dir,
+    } = run_demo(&[]);
+    let text = output.join("\n");
     let rounds: Vec<&String> = output
         .iter()
         .filter(|l| l.starts_with("round ") && l.contains(" reverted in "))
@@ -121,4 +153,54 @@ fn demo_reverts_five_drifts_and_exits_cleanly() {
         "the demo removes its kubeconfig when it stops"
     );
     eprintln!("{text}");
+}
+
+#[test]
+fn demo_in_leading_mode_writes_its_figures_as_json() {
+    let run = run_demo(&[
+        "--mode",
+        "leading",
+        "--debounce",
+        "1s",
+        "--summary-json",
+        "{dir}/summary.json",
+    ]);
+    let text = run.output.join("\n");
+    assert!(
+        text.contains("1000 ms leading debounce window"),
+        "the printed summary names the mode and window asked for:\n{text}"
+    );
+    let path = run._dir.path().join("summary.json");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display())),
+    )
+    .expect("the summary is JSON");
+    assert_eq!(summary["mode"], "leading", "{summary:#}");
+    assert_eq!(summary["debounce_ms"], 1000.0, "{summary:#}");
+    assert_eq!(summary["injected"], 5, "{summary:#}");
+    assert_eq!(summary["reverted"], 5, "{summary:#}");
+    let rounds = summary["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 5, "{summary:#}");
+    let latency = &summary["latency_ms"];
+    let [p50, p90, p99, max] = ["p50", "p90", "p99", "max"].map(|q| {
+        latency[q]
+            .as_f64()
+            .unwrap_or_else(|| panic!("latency_ms.{q}: {summary:#}"))
+    });
+    assert!(
+        0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max,
+        "{summary:#}"
+    );
+    // Each round's line on standard output is the same figure, in whole milliseconds.
+    for round in rounds {
+        let ms = round["latency_ms"].as_f64().expect("a round's latency") as u128;
+        let object = round["object"].as_str().expect("a round's object");
+        assert!(
+            run.output.iter().any(|l| l.starts_with("round ")
+                && l.contains(object)
+                && l.contains(&format!("reverted in {ms:>5} ms"))),
+            "round {round} is not printed:\n{text}"
+        );
+    }
 }
