@@ -66,13 +66,17 @@ impl Inputs {
     pub fn watch(client: &Client, args: &OperatorArgs, feeder: Feeder, reports: Reports) -> Self {
         let namespace = args.namespace.as_deref();
         let api = namespaced_or_all::<StatefulCluster>(client.clone(), namespace);
-        let resources = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let secret_drifts =
-            secrets::secret_drifts(client.clone(), namespace, args.secret_debounce).boxed();
+        let watch = args.common.watch_config();
+        let resources = watcher(api, watch.clone()).default_backoff().boxed();
+        let secret_drifts = secrets::secret_drifts(
+            client.clone(),
+            namespace,
+            args.secret_debounce,
+            watch.clone(),
+        )
+        .boxed();
         let owned_changes = if args.watch_owned {
-            owned::owner_changes(client.clone(), namespace).boxed()
+            owned::owner_changes(client.clone(), namespace, watch).boxed()
         } else {
             // Never ready, never ends: the select below must not spin on an empty stream.
             futures::stream::pending().boxed()

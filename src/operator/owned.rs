@@ -35,9 +35,9 @@ use crate::{
 pub fn owner_changes(
     client: Client,
     namespace: Option<&str>,
+    watch: watcher::Config,
 ) -> impl Stream<Item = NamespacedName> + Send + use<> {
-    let config =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let config = watch.labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     stream::select_all([
         owners_of(metadata_events::<StatefulSet>(
             client.clone(),

@@ -90,9 +90,9 @@ pub fn secret_drifts(
     client: Client,
     namespace: Option<&str>,
     window: Duration,
+    watch: watcher::Config,
 ) -> impl Stream<Item = SecretDrift> + Send + use<> {
-    let config =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let config = watch.labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let mut judge = SecretJudge::new();
     metadata_events::<Secret>(client, namespace, config)
         .filter_map(|event| async move {
