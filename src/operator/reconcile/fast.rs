@@ -9,19 +9,29 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 
-use super::{Context, Error, Requeue, SecretHint, events::describe, now, since};
+use super::{
+    Context, Error, Requeue, SecretHint, conditions,
+    events::{MAX_NOTE, describe, truncate},
+    now, since,
+};
 use crate::{
     contract::SentinelTrigger,
     operator::{
-        crd::{CertificateStatus, Outcome, OwnedObject, StatefulCluster},
+        crd::{CertificateStatus, Outcome, OwnedObject, SentinelStatus, StatefulCluster},
         managers::{Names, ObjectChange, upgrade},
         metrics::Since,
     },
 };
 
+/// Tries of one trigger's fast path (this one counted) before it is acknowledged `failed` and
+/// left to the full path: enough to ride out a conflict or a blip (the work queue's backoff
+/// between them), few enough that one refused revert does not hold up the resource.
+pub const FAST_PATH_ATTEMPTS: u32 = 5;
+
 impl Context {
-    /// The fast path; see the module docs.
-    pub async fn fast(&self, cr: &StatefulCluster) -> Result<Requeue, Error> {
+    /// The fast path; see the module docs. `attempt` counts this key's tries (1 first): the
+    /// [`FAST_PATH_ATTEMPTS`]th failure acknowledges the trigger as failed instead of retrying.
+    pub async fn fast(&self, cr: &StatefulCluster, attempt: u32) -> Result<Requeue, Error> {
         let names = Names::of(cr)?;
         let Some(trigger_id) = cr.pending_trigger().map(str::to_string) else {
             return Ok(Requeue::Now);
@@ -37,6 +47,23 @@ impl Context {
                 .acknowledge_paused(cr, &names, &trigger_id, &named)
                 .await;
         }
+        match self.handle(cr, &names, &trigger_id, &sentinel, named).await {
+            Err(e) if attempt >= FAST_PATH_ATTEMPTS => {
+                self.give_up(cr, &names, &trigger_id, &e, attempt).await
+            }
+            handled => handled,
+        }
+    }
+
+    /// Reverts what `sentinel`'s trigger names, verifies and acknowledges it.
+    async fn handle(
+        &self,
+        cr: &StatefulCluster,
+        names: &Names,
+        trigger_id: &str,
+        sentinel: &SentinelStatus,
+        named: Vec<OwnedObject>,
+    ) -> Result<Requeue, Error> {
         let only = targets(&sentinel.trigger, named);
         let (changes, certificate) = self.revert(cr, &names, &only).await?;
         if let Err(e) = all_verified(&changes) {
@@ -67,6 +94,53 @@ impl Context {
         tracing::info!(resource = %resource, trigger = %trigger_id, ?outcome, reverted = %detail, detection_to_revert = ?latency, "trigger handled");
         self.announce_handled(cr, &trigger_id, outcome, &detail, reverted.first().copied())
             .await;
+        Ok(Requeue::Now)
+    }
+
+    /// A trigger whose fast path keeps failing: acknowledged with outcome `failed` and the
+    /// error, `Degraded`, a Warning Event; then the full path runs (which reports on its own).
+    async fn give_up(
+        &self,
+        cr: &StatefulCluster,
+        names: &Names,
+        trigger_id: &str,
+        error: &Error,
+        attempts: u32,
+    ) -> Result<Requeue, Error> {
+        let message = truncate(failure_message(error), MAX_NOTE);
+        let mut conditions = cr
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        conditions::set_condition(
+            &mut conditions,
+            cr.metadata.generation,
+            "Degraded",
+            true,
+            "RevertFailed",
+            &message,
+        );
+        let status = json!({
+            "sentinel": {
+                "lastHandledTriggerID": trigger_id,
+                "lastHandledAt": Time(now()),
+                "lastOutcome": Outcome::Failed,
+                "lastError": message,
+                "revertedObjects": Value::Null,
+            },
+            "conditions": conditions,
+        });
+        self.patch_status(names, status).await?;
+        tracing::warn!(resource = %names.name, trigger = %trigger_id, attempts, error = %message, "trigger not reverted: acknowledged as failed; running the full reconcile");
+        self.event(
+            cr,
+            EventType::Warning,
+            "RevertFailed",
+            "Revert",
+            format!("trigger {trigger_id} not reverted after {attempts} attempts: {message}"),
+        )
+        .await;
         Ok(Requeue::Now)
     }
 
@@ -265,6 +339,7 @@ impl Context {
             "lastHandledTriggerID": trigger_id,
             "lastHandledAt": Time(now()),
             "lastOutcome": outcome,
+            "lastError": Value::Null,
             "revertedObjects": if reverted.is_empty() { Value::Null } else { json!(reverted) },
             "corrections": previous + reverted.len() as u64,
         }});
@@ -291,6 +366,19 @@ impl Context {
         )
         .await;
     }
+}
+
+/// What a person needs of a failure: the API server's own message when it refused a call (a
+/// kube API error prints its whole status besides), else the error.
+fn failure_message(error: &Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
+            return status.message.clone();
+        }
+        cause = e.source();
+    }
+    error.to_string()
 }
 
 /// The objects a trigger names.

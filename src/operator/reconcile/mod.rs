@@ -6,6 +6,8 @@
 //!   corrections}` written with the operator's field manager, a `DriftReverted` Event naming the
 //!   objects, the latencies recorded, and a full reconcile requested on the normal lane. A
 //!   paused resource's trigger is acknowledged with outcome `noop` and an Event, not reverted.
+//!   A trigger whose revert fails [`fast::FAST_PATH_ATTEMPTS`] times is acknowledged with
+//!   outcome `failed` and `lastError`, `Degraded` and a Warning Event, and the full path runs.
 //! * **Full path**: upgrade step, infrastructure, certificates, backups, then status and the
 //!   `Ready` / `Progressing` / `Degraded` conditions.
 //!
@@ -154,10 +156,12 @@ impl Context {
     ///
     /// `secrets` names Secrets the operator's own Secret watch saw changed by someone else:
     /// without a pending trigger, they are repaired on the fast path alone.
+    /// `attempt` counts the key's tries (1 first); it bounds the fast path's.
     pub async fn reconcile(
         &self,
         key: &NamespacedName,
         secrets: Option<SecretHint>,
+        attempt: u32,
     ) -> Result<Handled, Error> {
         let Some(cr) = self
             .api(&key.namespace)
@@ -178,7 +182,7 @@ impl Context {
             });
         }
         let (path, result) = match (cr.pending_trigger(), secrets) {
-            (Some(_), _) => (ReconcilePath::Fast, self.fast(&cr).await),
+            (Some(_), _) => (ReconcilePath::Fast, self.fast(&cr, attempt).await),
             (None, Some(hint)) => (ReconcilePath::Fast, self.repair_secrets(&cr, hint).await),
             (None, None) => (ReconcilePath::Full, self.full(&cr).await),
         };
