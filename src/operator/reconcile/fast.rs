@@ -65,9 +65,9 @@ impl Context {
         named: Vec<OwnedObject>,
     ) -> Result<Requeue, Error> {
         let only = targets(&sentinel.trigger, named);
-        let (changes, certificate) = self.revert(cr, &names, &only).await?;
+        let (changes, certificate) = self.revert(cr, names, &only).await?;
         if let Err(e) = all_verified(&changes) {
-            self.record_failure(cr, &names).await;
+            self.record_failure(cr, names).await;
             return Err(e);
         }
         let verified_at = now();
@@ -87,12 +87,12 @@ impl Context {
             })
             .collect();
         self.metrics.reverted.inc_by(refs.len() as u64);
-        self.acknowledge(cr, &names, &trigger_id, outcome, &refs, certificate)
+        self.acknowledge(cr, names, trigger_id, outcome, &refs, certificate)
             .await?;
         let detail = describe(&reverted);
         let latency = since(sentinel.trigger.detected_at.as_ref(), verified_at);
         tracing::info!(resource = %resource, trigger = %trigger_id, ?outcome, reverted = %detail, detection_to_revert = ?latency, "trigger handled");
-        self.announce_handled(cr, &trigger_id, outcome, &detail, reverted.first().copied())
+        self.announce_handled(cr, trigger_id, outcome, &detail, reverted.first().copied())
             .await;
         Ok(Requeue::Now)
     }
