@@ -80,10 +80,12 @@ impl Inputs {
             namespace,
             args.secret_debounce,
             watch.clone(),
+            reports.metrics.watch_errors.clone(),
         )
         .boxed();
         let owned_changes = if args.watch_owned {
-            owned::owner_changes(client.clone(), namespace, watch).boxed()
+            let errors = reports.metrics.watch_errors.clone();
+            owned::owner_changes(client.clone(), namespace, watch, errors).boxed()
         } else {
             // Never ready, never ends: the select below must not spin on an empty stream.
             futures::stream::pending().boxed()
@@ -166,6 +168,7 @@ impl Inputs {
                 self.feeder.on_event(event, &self.reports.synced);
             }
             Err(e) => {
+                self.reports.metrics.watch_errors.inc();
                 let down_for = self.reports.reachability.failed();
                 tracing::warn!(error = %e, ?down_for, "StatefulCluster watch error; retrying");
             }
