@@ -87,7 +87,7 @@ impl Worker {
             worker.in_flight.fetch_add(1, Ordering::Relaxed);
             let waited = claim.enqueued_at.elapsed();
             let started = tokio::time::Instant::now();
-            let result = worker.ctx.reconcile(&claim.key, hint, claim.attempt).await;
+            let result = worker.ctx.reconcile(&claim.key, hint).await;
             worker.in_flight.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(resource = %claim.key, lane = %claim.lane, attempt = claim.attempt, ?waited, took = ?started.elapsed(), path = ?result.as_ref().map(|h| h.path).ok(), "reconciled");
             result.map(|handled| match handled.requeue {

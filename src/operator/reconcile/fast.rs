@@ -4,6 +4,8 @@
 //! targeted to the objects it names), verified and acknowledged; and the repair of Secrets the
 //! operator's own watch saw changed.
 
+use std::{collections::HashMap, sync::Mutex};
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
@@ -21,17 +23,49 @@ use crate::{
         managers::{Names, ObjectChange, upgrade},
         metrics::Since,
     },
+    watch::NamespacedName,
 };
 
-/// Tries of one trigger's fast path (this one counted) before it is acknowledged `failed` and
-/// left to the full path: enough to ride out a conflict or a blip (the work queue's backoff
-/// between them), few enough that one refused revert does not hold up the resource.
+/// Failed tries of one trigger's fast path before it is acknowledged `failed` and left to the
+/// full path: enough to ride out a conflict or a blip (the work queue's backoff between them),
+/// few enough that one refused revert does not hold up the resource.
 pub const FAST_PATH_ATTEMPTS: u32 = 5;
 
+/// Failed fast-path tries of each resource's pending trigger; a resource's count goes when its
+/// trigger is acknowledged or the resource is gone.
+#[derive(Debug, Default)]
+pub struct TriggerFailures(Mutex<HashMap<NamespacedName, (String, u32)>>);
+
+impl TriggerFailures {
+    /// Counts a failed try of `trigger_id` on `key` (a new trigger starts again at one);
+    /// returns the tries of this trigger so far.
+    fn failed(&self, key: &NamespacedName, trigger_id: &str) -> u32 {
+        let mut counts = self.lock();
+        let count = counts
+            .entry(key.clone())
+            .or_insert_with(|| (trigger_id.to_string(), 0));
+        if count.0 != trigger_id {
+            *count = (trigger_id.to_string(), 0);
+        }
+        count.1 += 1;
+        count.1
+    }
+
+    /// Forgets `key`'s count.
+    pub fn forget(&self, key: &NamespacedName) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NamespacedName, (String, u32)>> {
+        // A poisoned map of counts is still a valid map of counts.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Context {
-    /// The fast path; see the module docs. `attempt` counts this key's tries (1 first): the
-    /// [`FAST_PATH_ATTEMPTS`]th failure acknowledges the trigger as failed instead of retrying.
-    pub async fn fast(&self, cr: &StatefulCluster, attempt: u32) -> Result<Requeue, Error> {
+    /// The fast path; see the module docs. The [`FAST_PATH_ATTEMPTS`]th failure of the same
+    /// trigger acknowledges it as failed instead of retrying.
+    pub async fn fast(&self, cr: &StatefulCluster) -> Result<Requeue, Error> {
         let names = Names::of(cr)?;
         let Some(trigger_id) = cr.pending_trigger().map(str::to_string) else {
             return Ok(Requeue::Now);
@@ -47,12 +81,21 @@ impl Context {
                 .acknowledge_paused(cr, &names, &trigger_id, &named)
                 .await;
         }
-        match self.handle(cr, &names, &trigger_id, &sentinel, named).await {
-            Err(e) if attempt >= FAST_PATH_ATTEMPTS => {
-                self.give_up(cr, &names, &trigger_id, &e, attempt).await
+        let key = NamespacedName::new(&names.namespace, &names.name);
+        let error = match self.handle(cr, &names, &trigger_id, &sentinel, named).await {
+            Ok(requeue) => {
+                self.trigger_failures.forget(&key);
+                return Ok(requeue);
             }
-            handled => handled,
+            Err(error) => error,
+        };
+        let tries = self.trigger_failures.failed(&key, &trigger_id);
+        if tries < FAST_PATH_ATTEMPTS {
+            return Err(error);
         }
+        let given_up = self.give_up(cr, &names, &trigger_id, &error, tries).await?;
+        self.trigger_failures.forget(&key);
+        Ok(given_up)
     }
 
     /// Reverts what `sentinel`'s trigger names, verifies and acknowledges it.
@@ -462,6 +505,24 @@ mod tests {
         assert_eq!(targets(&untotalled, named_objects(&untotalled)).len(), 1);
         let capped = trigger(&[("Service", "db")], Some(20));
         assert!(targets(&capped, named_objects(&capped)).is_empty());
+    }
+
+    #[test]
+    fn failures_are_counted_per_trigger_and_forgotten() {
+        let failures = TriggerFailures::default();
+        let (db, web) = (
+            NamespacedName::new("ns", "db"),
+            NamespacedName::new("ns", "web"),
+        );
+        assert_eq!(failures.failed(&db, "t1"), 1);
+        assert_eq!(failures.failed(&db, "t1"), 2);
+        assert_eq!(failures.failed(&web, "t1"), 1, "per resource");
+        assert_eq!(failures.failed(&db, "t2"), 1, "a new trigger starts again");
+        failures.forget(&db);
+        assert_eq!(failures.failed(&db, "t2"), 1);
+        failures.forget(&db);
+        failures.forget(&web);
+        assert!(failures.lock().is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!   corrections}` written with the operator's field manager, a `DriftReverted` Event naming the
 //!   objects, the latencies recorded, and a full reconcile requested on the normal lane. A
 //!   paused resource's trigger is acknowledged with outcome `noop` and an Event, not reverted.
-//!   A trigger whose revert fails [`fast::FAST_PATH_ATTEMPTS`] times is acknowledged with
+//!   A trigger whose fast path fails [`fast::FAST_PATH_ATTEMPTS`] times is acknowledged with
 //!   outcome `failed` and `lastError`, `Degraded` and a Warning Event, and the full path runs.
 //! * **Full path**: upgrade step, infrastructure, certificates, backups, then status and the
 //!   `Ready` / `Progressing` / `Degraded` conditions.
@@ -114,6 +114,7 @@ pub struct Context {
     backup: BackupManager,
     recorder: Recorder,
     metrics: Metrics,
+    trigger_failures: fast::TriggerFailures,
 }
 
 /// Seconds since the epoch now.
@@ -140,6 +141,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            trigger_failures: fast::TriggerFailures::default(),
         }
     }
 
@@ -156,12 +158,10 @@ impl Context {
     ///
     /// `secrets` names Secrets the operator's own Secret watch saw changed by someone else:
     /// without a pending trigger, they are repaired on the fast path alone.
-    /// `attempt` counts the key's tries (1 first); it bounds the fast path's.
     pub async fn reconcile(
         &self,
         key: &NamespacedName,
         secrets: Option<SecretHint>,
-        attempt: u32,
     ) -> Result<Handled, Error> {
         let Some(cr) = self
             .api(&key.namespace)
@@ -169,12 +169,14 @@ impl Context {
             .await
             .map_err(|e| Error::Kube("reading the StatefulCluster", e))?
         else {
+            self.trigger_failures.forget(key);
             return Ok(Handled {
                 path: ReconcilePath::Full,
                 requeue: Requeue::Done,
             });
         };
         if cr.metadata.deletion_timestamp.is_some() {
+            self.trigger_failures.forget(key);
             // Owned objects go with it (ownerReferences); nothing to do.
             return Ok(Handled {
                 path: ReconcilePath::Full,
@@ -182,7 +184,7 @@ impl Context {
             });
         }
         let (path, result) = match (cr.pending_trigger(), secrets) {
-            (Some(_), _) => (ReconcilePath::Fast, self.fast(&cr, attempt).await),
+            (Some(_), _) => (ReconcilePath::Fast, self.fast(&cr).await),
             (None, Some(hint)) => (ReconcilePath::Fast, self.repair_secrets(&cr, hint).await),
             (None, None) => (ReconcilePath::Full, self.full(&cr).await),
         };
