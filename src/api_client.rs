@@ -164,24 +164,29 @@ mod tests {
         );
     }
 
-    /// A server that accepts connections and never answers.
-    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+    /// A server that accepts connections, writes `start` on each once it has read a request,
+    /// and then never writes again.
+    async fn stalling_server(start: &'static [u8]) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                if socket.read(&mut request).await.is_ok() {
+                    let _ = socket.write_all(start).await;
+                }
                 held.push(socket);
             }
         });
         (url, task)
     }
 
-    #[tokio::test]
-    async fn a_call_to_a_server_that_never_answers_fails_at_the_request_timeout() {
-        let (url, server) = silent_server().await;
+    /// A GET through [`build`] with a 300 ms request timeout: its error and how long it took.
+    async fn get_from(url: &str) -> (kube::Error, Duration) {
         let timeouts = Timeouts {
             request: Duration::from_millis(300),
             ..Timeouts::default()
@@ -193,13 +198,32 @@ mod tests {
         let result = tokio::time::timeout(Duration::from_secs(10), api.get("x"))
             .await
             .expect("the call must not hang");
-        let took = started.elapsed();
-        let error = result.expect_err("no answer is an error");
+        (
+            result.expect_err("a stalled answer is an error"),
+            started.elapsed(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_server_that_never_answers_fails_at_the_request_timeout() {
+        let (url, server) = stalling_server(b"").await;
+        let (error, took) = get_from(&url).await;
         assert!(
             error.to_string().contains("did not answer within"),
             "{error}"
         );
         assert!(took >= Duration::from_millis(300), "{took:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_halfway_fails_at_the_request_timeout() {
+        let (url, server) = stalling_server(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"kind\":",
+        )
+        .await;
+        let (error, took) = get_from(&url).await;
+        assert!(took >= Duration::from_millis(300), "{took:?}: {error}");
         server.abort();
     }
 }
