@@ -8,9 +8,12 @@ use std::{
 };
 
 use anyhow::Context;
-use kube::{Client, Config, config::KubeConfigOptions};
+use kube::{Client, Config, config::KubeConfigOptions, runtime::watcher};
 
-use crate::leader::{Leadership, LeaseConfig};
+use crate::{
+    api_client::{self, Timeouts},
+    leader::{Leadership, LeaseConfig},
+};
 
 /// What differs between the programs in their [`CommonArgs`].
 pub trait Program {
@@ -46,14 +49,35 @@ pub struct CommonArgs<P: Program + Clone + Send + Sync + 'static> {
     /// `HOSTNAME`, then a generated one).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Longest wait for an API response to start, and between two parts of it (watches
+    /// excepted): a stalled call fails and is retried instead of hanging.
+    #[arg(long, env = "KUBE_SENTINEL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// How long the API server keeps each watch open before it is reopened (no relist); a
+    /// watch silent for this plus 5 s is presumed dead and reopened.
+    #[arg(long, env = "KUBE_SENTINEL_WATCH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub watch_timeout: Duration,
     #[arg(skip)]
     program: PhantomData<P>,
 }
 
 impl<P: Program + Clone + Send + Sync + 'static> CommonArgs<P> {
-    /// A client for the cluster ([`kube_client`] with `--kubeconfig`).
+    /// A client for the cluster ([`kube_client`] with `--kubeconfig` and the timeouts).
     pub async fn client(&self) -> anyhow::Result<Client> {
-        kube_client(self.kubeconfig.as_deref()).await
+        kube_client(self.kubeconfig.as_deref(), self.timeouts()).await
+    }
+
+    /// `--request-timeout` and `--watch-timeout`.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            request: self.request_timeout,
+            watch: self.watch_timeout,
+        }
+    }
+
+    /// A watcher configuration with `--watch-timeout` (every watch of the program uses it).
+    pub fn watch_config(&self) -> watcher::Config {
+        watcher::Config::default().timeout(self.timeouts().watch_seconds())
     }
 
     /// `--identity`, else the host name, else the Lease name with a random suffix.
@@ -107,8 +131,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A client for the cluster named by `--kubeconfig`, else the usual places: in-cluster
-/// configuration, `KUBECONFIG`, `~/.kube/config`. Fails with one clear line when there is none.
-pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+/// configuration, `KUBECONFIG`, `~/.kube/config`, with `timeouts` on every call and no retry
+/// layer of its own ([`api_client::build`]). Fails with one clear line when there is none.
+pub async fn kube_client(kubeconfig: Option<&Path>, timeouts: Timeouts) -> anyhow::Result<Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -124,7 +149,7 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
             )
         })?,
     };
-    Client::try_from(config).context("building the Kubernetes client")
+    api_client::build(config, timeouts).context("building the Kubernetes client")
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@
 //! the generic parts of `telemetry`, and builds without kube, k8s-openapi, axum or rcgen.
 
 #[cfg(feature = "kubernetes")]
+pub mod api_client;
+#[cfg(feature = "kubernetes")]
 pub mod cli;
 #[cfg(feature = "kubernetes")]
 pub mod contract;

@@ -287,7 +287,7 @@ pub enum Outcome {
     Corrected,
     /// Nothing needed changing (or the resource is paused).
     Noop,
-    /// The revert failed; the trigger is retried with backoff.
+    /// The revert kept failing (`lastError` says why); the full reconcile runs instead.
     Failed,
 }
 
@@ -326,6 +326,10 @@ pub struct SentinelStatus {
     /// What handling it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<Outcome>,
+    /// Why the last handling failed (outcome `failed`), cut to 1000 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub last_error: Option<String>,
     /// Objects the last handling reverted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reverted_objects: Vec<OwnedObject>,

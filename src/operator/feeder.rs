@@ -1,9 +1,10 @@
 //! The feeder: watch events and resyncs turned into keys on the two lanes.
 //!
 //! The feeder: StatefulCluster watch events, resyncs and the side watches turned into keys on
-//! the work queue's two lanes.
+//! the work queue's two lanes. A standby feeds nothing: it keeps what it saw, and queues every
+//! resource once it leads ([`Feeder::lead`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::channel::mpsc;
 use kube::runtime::watcher;
@@ -11,10 +12,14 @@ use kube::runtime::watcher;
 use crate::{operator::crd::StatefulCluster, telemetry, watch::NamespacedName};
 
 /// Turns watch events into queue keys: a pending trigger on the fast lane, a new generation
-/// or the initial list on the normal lane, every known resource again at each resync.
+/// or the initial list on the normal lane, every known resource again at each resync; nothing
+/// until this instance leads.
 #[derive(Debug)]
 pub struct Feeder {
     generations: HashMap<NamespacedName, Option<i64>>,
+    /// Resources whose last event showed a pending trigger.
+    triggered: HashSet<NamespacedName>,
+    leading: bool,
     fast: mpsc::UnboundedSender<NamespacedName>,
     normal: mpsc::UnboundedSender<NamespacedName>,
 }
@@ -34,6 +39,8 @@ impl Feeder {
         let (normal, normal_rx) = mpsc::unbounded();
         let feeder = Self {
             generations: HashMap::new(),
+            triggered: HashSet::new(),
+            leading: false,
             fast,
             normal,
         };
@@ -53,6 +60,14 @@ impl Feeder {
         let generation = cr.metadata.generation;
         let changed = self.generations.insert(key.clone(), generation) != Some(generation);
         if cr.pending_trigger().is_some() {
+            self.triggered.insert(key.clone());
+        } else {
+            self.triggered.remove(&key);
+        }
+        if !self.leading {
+            return;
+        }
+        if cr.pending_trigger().is_some() {
             tracing::debug!(resource = %key, trigger = ?cr.pending_trigger(), "trigger: fast lane");
             let _ = self.fast.unbounded_send(key);
         } else if initial || changed {
@@ -70,13 +85,33 @@ impl Feeder {
             watcher::Event::Delete(cr) => {
                 if let Some(key) = NamespacedName::of(&cr) {
                     self.generations.remove(&key);
+                    self.triggered.remove(&key);
                 }
             }
         }
     }
 
-    /// Puts every known resource on the normal lane.
+    /// From now on this instance leads: every known resource is queued as after the initial
+    /// list (a pending trigger on the fast lane, the others on the normal lane), and events are
+    /// fed as they come. The full reconciles also cover what a standby ignored (its Secret and
+    /// owned-object hints).
+    pub fn lead(&mut self) {
+        self.leading = true;
+        for key in self.generations.keys() {
+            let lane = if self.triggered.contains(key) {
+                &self.fast
+            } else {
+                &self.normal
+            };
+            let _ = lane.unbounded_send(key.clone());
+        }
+    }
+
+    /// Puts every known resource on the normal lane (nothing on a standby).
     pub fn resync(&self) {
+        if !self.leading {
+            return;
+        }
         tracing::info!(
             resources = self.generations.len(),
             "resync: every resource on the normal lane"
@@ -86,14 +121,18 @@ impl Feeder {
         }
     }
 
-    /// Puts `key` on the fast lane (a foreign change to its Secrets).
+    /// Puts `key` on the fast lane (a foreign change to its Secrets), if leading.
     pub fn push_fast(&self, key: NamespacedName) {
-        let _ = self.fast.unbounded_send(key);
+        if self.leading {
+            let _ = self.fast.unbounded_send(key);
+        }
     }
 
-    /// Puts `key` on the normal lane (one of its objects changed).
+    /// Puts `key` on the normal lane (one of its objects changed), if leading.
     pub fn push_normal(&self, key: NamespacedName) {
-        let _ = self.normal.unbounded_send(key);
+        if self.leading {
+            let _ = self.normal.unbounded_send(key);
+        }
     }
 }
 
@@ -137,6 +176,7 @@ mod tests {
     #[test]
     fn pending_triggers_go_fast_new_generations_and_the_initial_list_go_normal() {
         let (mut feeder, lanes) = Feeder::new();
+        feeder.lead();
         let (mut fast_rx, mut normal_rx) = (lanes.fast, lanes.normal);
         let health = Health::new();
         let synced = health.gate("watch-synced");
@@ -176,5 +216,45 @@ mod tests {
         feeder.on_event(watcher::Event::Delete(cr("quiet", 2, None, None)), &synced);
         feeder.resync();
         assert_eq!(drain(&mut normal_rx), vec!["pending"]);
+    }
+
+    #[test]
+    fn a_standby_feeds_nothing_and_queues_what_it_saw_once_it_leads() {
+        let (mut feeder, lanes) = Feeder::new();
+        let (mut fast_rx, mut normal_rx) = (lanes.fast, lanes.normal);
+        let health = Health::new();
+        let synced = health.gate("watch-synced");
+        feeder.on_event(watcher::Event::Init, &synced);
+        feeder.on_event(
+            watcher::Event::InitApply(cr("quiet", 1, Some("t1"), Some("t1"))),
+            &synced,
+        );
+        feeder.on_event(
+            watcher::Event::InitApply(cr("gone", 1, None, None)),
+            &synced,
+        );
+        feeder.on_event(watcher::Event::InitDone, &synced);
+        assert!(
+            synced.is_open(),
+            "a standby's watch is synced (and it is Ready)"
+        );
+        feeder.on_event(
+            watcher::Event::Apply(cr("pending", 1, Some("t2"), Some("t1"))),
+            &synced,
+        );
+        feeder.on_event(watcher::Event::Delete(cr("gone", 1, None, None)), &synced);
+        feeder.resync();
+        feeder.push_fast(NamespacedName::new("ns", "quiet"));
+        feeder.push_normal(NamespacedName::new("ns", "quiet"));
+        assert!(drain(&mut fast_rx).is_empty() && drain(&mut normal_rx).is_empty());
+
+        feeder.lead();
+        assert_eq!(drain(&mut fast_rx), vec!["pending"]);
+        assert_eq!(drain(&mut normal_rx), vec!["quiet"]);
+        feeder.on_event(
+            watcher::Event::Apply(cr("quiet", 1, Some("t3"), Some("t1"))),
+            &synced,
+        );
+        assert_eq!(drain(&mut fast_rx), vec!["quiet"]);
     }
 }

@@ -11,7 +11,12 @@ use kube::{
     Client,
     runtime::{WatchStreamExt, watcher},
 };
-use tokio::time::{Instant, Interval, interval_at};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::{
+    sync::watch,
+    time::{Instant, Interval, interval_at},
+};
+use tokio_stream::wrappers::WatchStream;
 
 use super::{
     args::OperatorArgs,
@@ -58,6 +63,8 @@ pub struct Reports {
     pub reachability: Reachability,
     /// Logged as the revert-latency summary.
     pub metrics: Metrics,
+    /// 1 while this instance leads.
+    pub leader: Gauge,
 }
 
 impl Inputs {
@@ -66,13 +73,19 @@ impl Inputs {
     pub fn watch(client: &Client, args: &OperatorArgs, feeder: Feeder, reports: Reports) -> Self {
         let namespace = args.namespace.as_deref();
         let api = namespaced_or_all::<StatefulCluster>(client.clone(), namespace);
-        let resources = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let secret_drifts =
-            secrets::secret_drifts(client.clone(), namespace, args.secret_debounce).boxed();
+        let watch = args.common.watch_config();
+        let resources = watcher(api, watch.clone()).default_backoff().boxed();
+        let secret_drifts = secrets::secret_drifts(
+            client.clone(),
+            namespace,
+            args.secret_debounce,
+            watch.clone(),
+            reports.metrics.watch_errors.clone(),
+        )
+        .boxed();
         let owned_changes = if args.watch_owned {
-            owned::owner_changes(client.clone(), namespace).boxed()
+            let errors = reports.metrics.watch_errors.clone();
+            owned::owner_changes(client.clone(), namespace, watch, errors).boxed()
         } else {
             // Never ready, never ends: the select below must not spin on an empty stream.
             futures::stream::pending().boxed()
@@ -88,24 +101,38 @@ impl Inputs {
         }
     }
 
-    /// Serves the inputs while driving `runner`, until `shutdown`, a lost Lease (`lost`) or an
-    /// input's end. Shutdown and the Lease come first; the feeder (and with it the queue's
-    /// input) is dropped on return.
+    /// Serves the inputs while driving `runner`, until `shutdown`, a lost Lease or an input's
+    /// end. The watches run on a standby too; the feeder queues work once `leadership` says
+    /// this instance leads, and a loss of the Lease after that stops the loop. Shutdown and the
+    /// Lease come first; the feeder (and with it the queue's input) is dropped on return.
     pub async fn serve<R, E>(
         mut self,
         mut runner: Pin<&mut R>,
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
-        mut lost: Pin<&mut impl Future<Output = ()>>,
+        leadership: watch::Receiver<bool>,
     ) -> Stop
     where
         R: Stream<Item = (NamespacedName, Lane, Result<Next, E>)>,
         E: std::fmt::Display,
     {
+        // The current value first, then every change; it ends when the election task is gone
+        // (a closed channel keeps its last value).
+        let mut leadership = WatchStream::new(leadership);
+        let mut leading = false;
         loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Stop::Shutdown,
-                _ = &mut lost => return Stop::LostLease,
+                Some(leads) = leadership.next() => match (leading, leads) {
+                    (false, true) => {
+                        leading = true;
+                        self.reports.leader.set(1);
+                        tracing::info!("leading: queueing every resource");
+                        self.feeder.lead();
+                    }
+                    (true, false) => return Stop::LostLease,
+                    _ => {}
+                },
                 event = self.resources.next() => match event {
                     Some(event) => self.on_resource_event(event),
                     None => return Stop::Shutdown,
@@ -141,6 +168,7 @@ impl Inputs {
                 self.feeder.on_event(event, &self.reports.synced);
             }
             Err(e) => {
+                self.reports.metrics.watch_errors.inc();
                 let down_for = self.reports.reachability.failed();
                 tracing::warn!(error = %e, ?down_for, "StatefulCluster watch error; retrying");
             }

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub manager_runs: Family<ManagerLabels, Counter>,
     /// Objects reverted by the fast path.
     pub reverted: Counter,
+    /// Watch errors (each followed by a retry with backoff), every watch of the operator.
+    pub watch_errors: Counter,
     latency: Family<SinceLabels, PromHistogram>,
     hdr: Arc<Hdr>,
 }
@@ -95,6 +97,7 @@ impl Metrics {
             reconciles: Family::default(),
             manager_runs: Family::default(),
             reverted: Counter::default(),
+            watch_errors: Counter::default(),
             latency: Family::new_with_constructor(|| PromHistogram::new(LATENCY_BUCKETS)),
             hdr: Arc::default(),
         };
@@ -112,6 +115,11 @@ impl Metrics {
             "kube_sentinel_operator_reverted_objects",
             "Objects reverted by the fast path",
             metrics.reverted.clone(),
+        );
+        registry.register(
+            "kube_sentinel_operator_watch_errors",
+            "Watch errors, each retried with backoff",
+            metrics.watch_errors.clone(),
         );
         registry.register(
             "kube_sentinel_operator_revert_latency_seconds",

@@ -17,7 +17,8 @@
 //! telemetry server (`/healthz`, `/readyz`, `/metrics`, `/debug/latency`), leader election,
 //! the [`worker`] on the [`TwoLaneQueue`]'s runner, the [`inputs`] (fed through the
 //! [`feeder`]) until shutdown or a lost Lease, then the [`Worker::drain`] of the work in flight
-//! and the Lease's release.
+//! and the Lease's release. A standby runs its watches too and is Ready once they have listed;
+//! its feeder queues work only once it leads (leadership is the `leader` metric).
 
 pub mod args;
 pub mod crd;
@@ -34,7 +35,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::{Context as _, Result, anyhow};
 use axum::routing::get;
-use prometheus_client::registry::Registry;
+use prometheus_client::{metrics::gauge::Gauge, registry::Registry};
 use tokio::{sync::watch, task::JoinHandle};
 
 pub use self::args::{OperatorArgs, OperatorProgram};
@@ -63,20 +64,7 @@ pub async fn run(
         tracing::info!("shutting down: finishing work in flight");
     };
     tokio::pin!(shutdown);
-    let mut leadership = args.common.leadership(&client, &identity).await?;
-    let won = tokio::select! {
-        _ = leadership.until_leader() => true,
-        _ = &mut shutdown => false,
-    };
-    if !won {
-        leadership.release().await;
-        telemetry.server.stop().await;
-        return Ok(());
-    }
-    telemetry.leading.set(true);
-    tracing::info!(%identity, "leading: starting the work queue");
-    // Boxed so that it (and its receiver) can be dropped before the Lease is released.
-    let mut lost = Box::pin(lost_lease(leadership.subscribe()));
+    let leadership = args.common.leadership(&client, &identity).await?;
 
     let hints = SecretHints::default();
     let worker = Worker::new(
@@ -100,14 +88,17 @@ pub async fn run(
         synced: telemetry.synced.clone(),
         reachability: telemetry.reachability,
         metrics: telemetry.metrics.clone(),
+        leader: telemetry.leader.clone(),
     };
+    // A standby watches too (it is Ready once synced); the inputs queue work once it leads.
     let inputs = Inputs::watch(&client, &args, feeder, reports);
-    let stop = inputs.serve(runner.as_mut(), shutdown, lost.as_mut()).await;
+    let stop = inputs
+        .serve(runner.as_mut(), shutdown, leadership.subscribe())
+        .await;
 
     worker.drain(runner, args.shutdown_timeout).await;
     log_summary(&telemetry.metrics);
-    telemetry.leading.set(false);
-    drop(lost);
+    telemetry.leader.set(0);
     leadership.release().await;
     telemetry.server.stop().await;
     match stop {
@@ -120,21 +111,15 @@ pub async fn run(
     .context("operator")
 }
 
-/// Resolves when this instance stops leading; never, if it cannot (no election, or the
-/// election task gone: a closed channel keeps its last value).
-async fn lost_lease(mut leader: watch::Receiver<bool>) {
-    if leader.wait_for(|leads| !*leads).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// The operator's metrics, readiness gates and their server.
 struct Telemetry {
     metrics: metrics::Metrics,
     queue_metrics: PrometheusQueueMetrics,
     synced: Gate,
     reachability: Reachability,
-    leading: Gate,
+    /// 1 while this instance leads (`kube_sentinel_operator_leader`): leadership is a metric,
+    /// not readiness, so that a standby is Ready and a rolling update completes.
+    leader: Gauge,
     server: Server,
 }
 
@@ -167,7 +152,14 @@ impl Telemetry {
         let health = Health::new();
         let synced = health.gate("watch-synced");
         let reachability = Reachability::new(health.gate("api-reachable"), args.unreachable_after);
-        let leading = health.gate("leader");
+        let leader = Gauge::default();
+        registry
+            .sub_registry_with_prefix("kube_sentinel_operator")
+            .register(
+                "leader",
+                "1 while this instance holds the Lease and acts",
+                leader.clone(),
+            );
         let (stop, stopped) = watch::channel(false);
         let task = spawn_server(
             args.metrics_addr,
@@ -181,7 +173,7 @@ impl Telemetry {
             queue_metrics,
             synced,
             reachability,
-            leading,
+            leader,
             server: Server { stop, task },
         }
     }

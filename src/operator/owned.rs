@@ -21,6 +21,7 @@ use kube::{
     Client,
     runtime::{WatchStreamExt, watcher},
 };
+use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE},
@@ -35,21 +36,23 @@ use crate::{
 pub fn owner_changes(
     client: Client,
     namespace: Option<&str>,
+    watch: watcher::Config,
+    errors: Counter,
 ) -> impl Stream<Item = NamespacedName> + Send + use<> {
-    let config =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let config = watch.labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     stream::select_all([
-        owners_of(metadata_events::<StatefulSet>(
-            client.clone(),
-            namespace,
-            config.clone(),
-        )),
-        owners_of(metadata_events::<Service>(
-            client.clone(),
-            namespace,
-            config.clone(),
-        )),
-        owners_of(metadata_events::<ConfigMap>(client, namespace, config)),
+        owners_of(
+            metadata_events::<StatefulSet>(client.clone(), namespace, config.clone()),
+            errors.clone(),
+        ),
+        owners_of(
+            metadata_events::<Service>(client.clone(), namespace, config.clone()),
+            errors.clone(),
+        ),
+        owners_of(
+            metadata_events::<ConfigMap>(client, namespace, config),
+            errors,
+        ),
     ])
     .debounce_keyed(
         DebounceConfig::trailing(Duration::from_secs(1)).max_wait(Duration::from_secs(5)),
@@ -62,12 +65,14 @@ pub fn owner_changes(
 /// The owners of the objects of one watch that change, as they change.
 fn owners_of(
     events: impl Stream<Item = MetadataEvent> + Send + 'static,
+    errors: Counter,
 ) -> Pin<Box<dyn Stream<Item = NamespacedName> + Send>> {
     let owner_kind = OwnerKind::default();
     Box::pin(events.touched_objects().filter_map(move |object| {
         let key = match object {
             Ok(meta) => owner_kind.owner_of(&meta),
             Err(e) => {
+                errors.inc();
                 tracing::warn!(error = %e, "owned-object watch error; retrying");
                 None
             }

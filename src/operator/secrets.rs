@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{Client, runtime::watcher};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPERATOR_FIELD_MANAGER},
@@ -90,15 +91,20 @@ pub fn secret_drifts(
     client: Client,
     namespace: Option<&str>,
     window: Duration,
+    watch: watcher::Config,
+    errors: Counter,
 ) -> impl Stream<Item = SecretDrift> + Send + use<> {
-    let config =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let config = watch.labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let mut judge = SecretJudge::new();
     metadata_events::<Secret>(client, namespace, config)
-        .filter_map(|event| async move {
-            event
-                .map_err(|e| tracing::warn!(error = %e, "Secret watch error; retrying"))
-                .ok()
+        .filter_map(move |event| {
+            let event = event
+                .map_err(|e| {
+                    errors.inc();
+                    tracing::warn!(error = %e, "Secret watch error; retrying");
+                })
+                .ok();
+            futures::future::ready(event)
         })
         .flat_map(move |event| stream::iter(judge.judge(event)))
         .debounce_keyed(

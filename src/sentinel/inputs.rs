@@ -44,6 +44,7 @@ impl OwnerCache {
         client: &Client,
         namespace: Option<&str>,
         kind: &OwnerKind,
+        watch: watcher::Config,
         errors: Counter,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<Option<Self>> {
@@ -51,7 +52,7 @@ impl OwnerCache {
         let writer = reflector::store::Writer::new(kind.resource.clone());
         let store = writer.as_reader();
         let task = tokio::spawn(
-            watcher(api, watcher::Config::default())
+            watcher(api, watch)
                 .default_backoff()
                 .reflect(writer)
                 .for_each(move |event| {
@@ -86,26 +87,26 @@ impl OwnerCache {
 pub fn detector_inputs(
     client: &Client,
     namespace: Option<&str>,
+    watch: watcher::Config,
     selector: &str,
     leadership: watch::Receiver<bool>,
     reachability: Reachability,
     watch_errors: Counter,
 ) -> impl Stream<Item = Input> + Send + 'static {
-    let events = infrastructure_events(client, namespace, selector);
+    let events = infrastructure_events(client, namespace, watch.labels(selector));
     stream::select(
         watch_inputs(events, reachability, watch_errors),
         leader_gains(leadership),
     )
 }
 
-/// The metadata watches of the three kinds (label selector sent to the API server), tagged with
-/// their kind.
+/// The metadata watches of the three kinds with `config` (its label selector sent to the API
+/// server), tagged with their kind.
 fn infrastructure_events(
     client: &Client,
     namespace: Option<&str>,
-    selector: &str,
+    config: watcher::Config,
 ) -> impl Stream<Item = (&'static str, MetadataEvent)> + Send + 'static {
-    let config = watcher::Config::default().labels(selector);
     let [statefulsets, services, configmaps] = WATCHED_KINDS;
     stream::select_all([
         metadata_events::<StatefulSet>(client.clone(), namespace, config.clone())

@@ -68,8 +68,16 @@ pub async fn run(
     let leadership = args.common.leadership(&client, &identity).await?;
     let namespace = args.namespace.as_deref();
     let errors = metrics.watch_errors.clone();
-    let Some(cache) =
-        OwnerCache::start(&client, namespace, &owner_kind, errors, shutdown.clone()).await?
+    let watch = args.common.watch_config();
+    let Some(cache) = OwnerCache::start(
+        &client,
+        namespace,
+        &owner_kind,
+        watch.clone(),
+        errors,
+        shutdown.clone(),
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -82,6 +90,7 @@ pub async fn run(
     let inputs = inputs::detector_inputs(
         &client,
         namespace,
+        watch,
         &args.selector,
         leader.clone(),
         telemetry.reachability,

@@ -41,6 +41,7 @@ pub fn trigger_sink(
         },
     );
     let outcome_metrics = metrics.clone();
+    let retried = metrics.triggers_retried.clone();
     let config = RetryConfig {
         max_concurrent,
         backoff_base: Duration::from_millis(200),
@@ -70,6 +71,10 @@ pub fn trigger_sink(
         .merge_superseded(|newer: &mut Pending, older: Pending| {
             Arc::make_mut(&mut newer.burst).absorb(Arc::unwrap_or_clone(older.burst));
             newer.first_seen = newer.first_seen.min(older.first_seen);
+        })
+        .on_retry(move |owner, attempts, delay, error| {
+            retried.inc();
+            tracing::warn!(owner = %owner, attempts, ?delay, error = %error, "trigger write failed; retrying");
         })
         .on_outcome(move |outcome| count_outcome(&outcome_metrics, outcome))
 }
@@ -102,14 +107,12 @@ async fn write_trigger(
     Ok(())
 }
 
-/// Counts a final outcome: written, failed (and logged), or superseded; retries on the side.
+/// Counts a final outcome: written, failed (and logged), or superseded (retries are counted
+/// as they happen).
 fn count_outcome(
     metrics: &SentinelMetrics,
     outcome: RetryOutcome<NamespacedName, (), kube::Error>,
 ) {
-    metrics
-        .triggers_retried
-        .inc_by(u64::from(outcome.attempts.saturating_sub(1)));
     match outcome.delivery {
         Delivery::Sent(()) => {
             metrics.triggers_written.inc();
@@ -155,5 +158,118 @@ async fn publish_event(
     };
     if let Err(e) = recorder.publish(&event, &reference).await {
         tracing::warn!(owner = %owner, error = %e, "could not record the DriftDetected event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::{
+        Router,
+        extract::Request,
+        http::{Method, StatusCode, header::CONTENT_TYPE},
+        response::{IntoResponse, Response},
+    };
+    use futures::SinkExt;
+    use prometheus_client::registry::Registry;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::{
+        api_client::{self, Timeouts},
+        contract::{DriftChange, DriftedObject},
+        sentinel::trigger::DriftBurst,
+    };
+
+    /// Trigger writes (status patches) the server answers 429 before it takes one.
+    const THROTTLED: usize = 3;
+
+    /// An API server stand-in: each status patch's arrival recorded, the first [`THROTTLED`]
+    /// answered 429, then 200; anything else (the Event) 201.
+    async fn throttling_server(patches: Arc<Mutex<Vec<Instant>>>) -> String {
+        let app = Router::new().fallback(move |request: Request| {
+            let patches = patches.clone();
+            async move { answer(&patches, request.method()) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn answer(patches: &Mutex<Vec<Instant>>, method: &Method) -> Response {
+        let json = [(CONTENT_TYPE, "application/json")];
+        if method != Method::PATCH {
+            return (StatusCode::CREATED, json, "{}").into_response();
+        }
+        let seen = {
+            let mut patches = patches.lock().expect("not poisoned");
+            patches.push(Instant::now());
+            patches.len()
+        };
+        if seen <= THROTTLED {
+            let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"slow down","reason":"TooManyRequests","code":429}"#;
+            (StatusCode::TOO_MANY_REQUESTS, json, status).into_response()
+        } else {
+            let object = r#"{"apiVersion":"kube-sentinel.dev/v1alpha1","kind":"StatefulCluster","metadata":{"name":"db","namespace":"ns"}}"#;
+            (StatusCode::OK, json, object).into_response()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_throttled_trigger_write_is_retried_by_one_layer_and_every_retry_is_counted() {
+        let patches = Arc::new(Mutex::new(Vec::new()));
+        let url = throttling_server(patches.clone()).await;
+        // The programs' own client: if it retried 429 itself, the sink would see one success
+        // and count no retry, while the server saw several calls.
+        let client = api_client::build(
+            kube::Config::new(url.parse().expect("url")),
+            Timeouts::default(),
+        )
+        .expect("client");
+        let metrics = SentinelMetrics::register(&mut Registry::default());
+        let mut sink = Box::pin(trigger_sink(
+            client,
+            OwnerKind::default(),
+            1,
+            metrics.clone(),
+            "test".into(),
+        ));
+        let object = DriftedObject {
+            kind: "Service".into(),
+            name: "db".into(),
+            change: DriftChange::Modified,
+        };
+        let burst = DriftBurst::new(object, &["kubectl-edit".into()], Timestamp::now());
+        let pending = Pending {
+            burst: Arc::new(burst),
+            first_seen: Instant::now(),
+        };
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            sink.send((NamespacedName::new("ns", "db"), pending)),
+        )
+        .await
+        .expect("written within the backoff")
+        .expect("infallible");
+
+        let patches = patches.lock().expect("not poisoned").clone();
+        assert_eq!(patches.len(), THROTTLED + 1, "one call per attempt");
+        assert_eq!(metrics.triggers_retried.get(), THROTTLED as u64);
+        assert_eq!(metrics.triggers_written.get(), 1);
+        // The sink's backoff, 200 ms doubling with equal jitter: at least half of each delay.
+        let gaps: Vec<Duration> = patches.windows(2).map(|w| w[1] - w[0]).collect();
+        for (n, gap) in gaps.iter().enumerate() {
+            let floor = Duration::from_millis(100) * 2u32.pow(n as u32);
+            assert!(
+                *gap >= floor,
+                "retry {} after {gap:?} (< {floor:?}): {gaps:?}",
+                n + 1
+            );
+        }
+        eprintln!("retries after {gaps:?}");
     }
 }

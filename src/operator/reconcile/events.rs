@@ -10,7 +10,7 @@ use super::Context;
 use crate::operator::{crd::StatefulCluster, managers::ObjectChange};
 
 /// Longest Event note, in bytes.
-const MAX_NOTE: usize = 1000;
+pub(super) const MAX_NOTE: usize = 1000;
 
 impl Context {
     /// Publishes an Event on `cr`.
@@ -75,7 +75,7 @@ pub(super) fn describe(changes: &[&ObjectChange]) -> String {
         .join("; ")
 }
 
-fn truncate(mut s: String, max: usize) -> String {
+pub(super) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {

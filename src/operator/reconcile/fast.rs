@@ -4,23 +4,67 @@
 //! targeted to the objects it names), verified and acknowledged; and the repair of Secrets the
 //! operator's own watch saw changed.
 
+use std::{collections::HashMap, sync::Mutex};
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 
-use super::{Context, Error, Requeue, SecretHint, events::describe, now, since};
+use super::{
+    Context, Error, Requeue, SecretHint, conditions,
+    events::{MAX_NOTE, describe, truncate},
+    now, since,
+};
 use crate::{
     contract::SentinelTrigger,
     operator::{
-        crd::{CertificateStatus, Outcome, OwnedObject, StatefulCluster},
+        crd::{CertificateStatus, Outcome, OwnedObject, SentinelStatus, StatefulCluster},
         managers::{Names, ObjectChange, upgrade},
         metrics::Since,
     },
+    watch::NamespacedName,
 };
 
+/// Failed tries of one trigger's fast path before it is acknowledged `failed` and left to the
+/// full path: enough to ride out a conflict or a blip (the work queue's backoff between them),
+/// few enough that one refused revert does not hold up the resource.
+pub const FAST_PATH_ATTEMPTS: u32 = 5;
+
+/// Failed fast-path tries of each resource's pending trigger; a resource's count goes when its
+/// trigger is acknowledged or the resource is gone.
+#[derive(Debug, Default)]
+pub struct TriggerFailures(Mutex<HashMap<NamespacedName, (String, u32)>>);
+
+impl TriggerFailures {
+    /// Counts a failed try of `trigger_id` on `key` (a new trigger starts again at one);
+    /// returns the tries of this trigger so far.
+    fn failed(&self, key: &NamespacedName, trigger_id: &str) -> u32 {
+        let mut counts = self.lock();
+        let count = counts
+            .entry(key.clone())
+            .or_insert_with(|| (trigger_id.to_string(), 0));
+        if count.0 != trigger_id {
+            *count = (trigger_id.to_string(), 0);
+        }
+        count.1 += 1;
+        count.1
+    }
+
+    /// Forgets `key`'s count.
+    pub fn forget(&self, key: &NamespacedName) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NamespacedName, (String, u32)>> {
+        // A poisoned map of counts is still a valid map of counts.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Context {
-    /// The fast path; see the module docs.
+    /// The fast path; see the module docs. The [`FAST_PATH_ATTEMPTS`]th failure of the same
+    /// trigger acknowledges it as failed instead of retrying.
     pub async fn fast(&self, cr: &StatefulCluster) -> Result<Requeue, Error> {
         let names = Names::of(cr)?;
         let Some(trigger_id) = cr.pending_trigger().map(str::to_string) else {
@@ -37,10 +81,36 @@ impl Context {
                 .acknowledge_paused(cr, &names, &trigger_id, &named)
                 .await;
         }
+        let key = NamespacedName::new(&names.namespace, &names.name);
+        let error = match self.handle(cr, &names, &trigger_id, &sentinel, named).await {
+            Ok(requeue) => {
+                self.trigger_failures.forget(&key);
+                return Ok(requeue);
+            }
+            Err(error) => error,
+        };
+        let tries = self.trigger_failures.failed(&key, &trigger_id);
+        if tries < FAST_PATH_ATTEMPTS {
+            return Err(error);
+        }
+        let given_up = self.give_up(cr, &names, &trigger_id, &error, tries).await?;
+        self.trigger_failures.forget(&key);
+        Ok(given_up)
+    }
+
+    /// Reverts what `sentinel`'s trigger names, verifies and acknowledges it.
+    async fn handle(
+        &self,
+        cr: &StatefulCluster,
+        names: &Names,
+        trigger_id: &str,
+        sentinel: &SentinelStatus,
+        named: Vec<OwnedObject>,
+    ) -> Result<Requeue, Error> {
         let only = targets(&sentinel.trigger, named);
-        let (changes, certificate) = self.revert(cr, &names, &only).await?;
+        let (changes, certificate) = self.revert(cr, names, &only).await?;
         if let Err(e) = all_verified(&changes) {
-            self.record_failure(cr, &names).await;
+            self.record_failure(cr, names).await;
             return Err(e);
         }
         let verified_at = now();
@@ -60,13 +130,60 @@ impl Context {
             })
             .collect();
         self.metrics.reverted.inc_by(refs.len() as u64);
-        self.acknowledge(cr, &names, &trigger_id, outcome, &refs, certificate)
+        self.acknowledge(cr, names, trigger_id, outcome, &refs, certificate)
             .await?;
         let detail = describe(&reverted);
         let latency = since(sentinel.trigger.detected_at.as_ref(), verified_at);
         tracing::info!(resource = %resource, trigger = %trigger_id, ?outcome, reverted = %detail, detection_to_revert = ?latency, "trigger handled");
-        self.announce_handled(cr, &trigger_id, outcome, &detail, reverted.first().copied())
+        self.announce_handled(cr, trigger_id, outcome, &detail, reverted.first().copied())
             .await;
+        Ok(Requeue::Now)
+    }
+
+    /// A trigger whose fast path keeps failing: acknowledged with outcome `failed` and the
+    /// error, `Degraded`, a Warning Event; then the full path runs (which reports on its own).
+    async fn give_up(
+        &self,
+        cr: &StatefulCluster,
+        names: &Names,
+        trigger_id: &str,
+        error: &Error,
+        attempts: u32,
+    ) -> Result<Requeue, Error> {
+        let message = truncate(failure_message(error), MAX_NOTE);
+        let mut conditions = cr
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        conditions::set_condition(
+            &mut conditions,
+            cr.metadata.generation,
+            "Degraded",
+            true,
+            "RevertFailed",
+            &message,
+        );
+        let status = json!({
+            "sentinel": {
+                "lastHandledTriggerID": trigger_id,
+                "lastHandledAt": Time(now()),
+                "lastOutcome": Outcome::Failed,
+                "lastError": message,
+                "revertedObjects": Value::Null,
+            },
+            "conditions": conditions,
+        });
+        self.patch_status(names, status).await?;
+        tracing::warn!(resource = %names.name, trigger = %trigger_id, attempts, error = %message, "trigger not reverted: acknowledged as failed; running the full reconcile");
+        self.event(
+            cr,
+            EventType::Warning,
+            "RevertFailed",
+            "Revert",
+            format!("trigger {trigger_id} not reverted after {attempts} attempts: {message}"),
+        )
+        .await;
         Ok(Requeue::Now)
     }
 
@@ -265,6 +382,7 @@ impl Context {
             "lastHandledTriggerID": trigger_id,
             "lastHandledAt": Time(now()),
             "lastOutcome": outcome,
+            "lastError": Value::Null,
             "revertedObjects": if reverted.is_empty() { Value::Null } else { json!(reverted) },
             "corrections": previous + reverted.len() as u64,
         }});
@@ -291,6 +409,19 @@ impl Context {
         )
         .await;
     }
+}
+
+/// What a person needs of a failure: the API server's own message when it refused a call (a
+/// kube API error prints its whole status besides), else the error.
+fn failure_message(error: &Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
+            return status.message.clone();
+        }
+        cause = e.source();
+    }
+    error.to_string()
 }
 
 /// The objects a trigger names.
@@ -374,6 +505,24 @@ mod tests {
         assert_eq!(targets(&untotalled, named_objects(&untotalled)).len(), 1);
         let capped = trigger(&[("Service", "db")], Some(20));
         assert!(targets(&capped, named_objects(&capped)).is_empty());
+    }
+
+    #[test]
+    fn failures_are_counted_per_trigger_and_forgotten() {
+        let failures = TriggerFailures::default();
+        let (db, web) = (
+            NamespacedName::new("ns", "db"),
+            NamespacedName::new("ns", "web"),
+        );
+        assert_eq!(failures.failed(&db, "t1"), 1);
+        assert_eq!(failures.failed(&db, "t1"), 2);
+        assert_eq!(failures.failed(&web, "t1"), 1, "per resource");
+        assert_eq!(failures.failed(&db, "t2"), 1, "a new trigger starts again");
+        failures.forget(&db);
+        assert_eq!(failures.failed(&db, "t2"), 1);
+        failures.forget(&db);
+        failures.forget(&web);
+        assert!(failures.lock().is_empty());
     }
 
     #[test]

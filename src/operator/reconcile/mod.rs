@@ -6,6 +6,8 @@
 //!   corrections}` written with the operator's field manager, a `DriftReverted` Event naming the
 //!   objects, the latencies recorded, and a full reconcile requested on the normal lane. A
 //!   paused resource's trigger is acknowledged with outcome `noop` and an Event, not reverted.
+//!   A trigger whose fast path fails [`fast::FAST_PATH_ATTEMPTS`] times is acknowledged with
+//!   outcome `failed` and `lastError`, `Degraded` and a Warning Event, and the full path runs.
 //! * **Full path**: upgrade step, infrastructure, certificates, backups, then status and the
 //!   `Ready` / `Progressing` / `Degraded` conditions.
 //!
@@ -112,6 +114,7 @@ pub struct Context {
     backup: BackupManager,
     recorder: Recorder,
     metrics: Metrics,
+    trigger_failures: fast::TriggerFailures,
 }
 
 /// Seconds since the epoch now.
@@ -138,6 +141,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            trigger_failures: fast::TriggerFailures::default(),
         }
     }
 
@@ -165,12 +169,14 @@ impl Context {
             .await
             .map_err(|e| Error::Kube("reading the StatefulCluster", e))?
         else {
+            self.trigger_failures.forget(key);
             return Ok(Handled {
                 path: ReconcilePath::Full,
                 requeue: Requeue::Done,
             });
         };
         if cr.metadata.deletion_timestamp.is_some() {
+            self.trigger_failures.forget(key);
             // Owned objects go with it (ownerReferences); nothing to do.
             return Ok(Handled {
                 path: ReconcilePath::Full,

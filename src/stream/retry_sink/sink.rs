@@ -23,6 +23,7 @@ const IN_FLIGHT_HAS_A_SLOT: &str = "a key in flight has a slot";
 
 type OutcomeFn<K, O, E> = Box<dyn FnMut(RetryOutcome<K, O, E>) + Send>;
 type MergeFn<T> = Box<dyn FnMut(&mut T, T) + Send>;
+type RetryFn<K, E> = Box<dyn FnMut(&K, u32, Duration, &E) + Send>;
 
 /// A [`Sink`] of `(key, value)` applying `op` with bounded concurrency, latest-wins per key and
 /// classified retries. See the [module documentation](crate::stream::retry_sink) for the rules.
@@ -65,6 +66,7 @@ where
     op: Op,
     classify: Cl,
     on_outcome: Option<OutcomeFn<K, Fut::Ok, Fut::Error>>,
+    on_retry: Option<RetryFn<K, Fut::Error>>,
     merge: Option<MergeFn<T>>,
     slots: HashMap<K, Slot<T>>,
     ready: VecDeque<(u64, K)>,
@@ -106,6 +108,7 @@ where
             op,
             classify,
             on_outcome: None,
+            on_retry: None,
             merge: None,
             slots: HashMap::new(),
             ready: VecDeque::new(),
@@ -122,6 +125,17 @@ where
         f: impl FnMut(RetryOutcome<K, Fut::Ok, Fut::Error>) + Send + 'static,
     ) -> Self {
         self.on_outcome = Some(Box::new(f));
+        self
+    }
+
+    /// Calls `f(key, attempts, delay, error)` each time a transient error is retried, when the
+    /// retry is scheduled (`attempts` tries so far, the next after `delay`): retries counted as
+    /// they happen, not only once an item is final.
+    pub fn on_retry(
+        mut self,
+        f: impl FnMut(&K, u32, Duration, &Fut::Error) + Send + 'static,
+    ) -> Self {
+        self.on_retry = Some(Box::new(f));
         self
     }
 
@@ -279,7 +293,11 @@ where
                 match (self.classify)(&error) {
                     Retry::Transient if !out_of_attempts => {
                         self.stats.retried();
-                        let at = Instant::now() + self.delay(attempts);
+                        let delay = self.delay(attempts);
+                        if let Some(f) = &mut self.on_retry {
+                            f(&key, attempts, delay, &error);
+                        }
+                        let at = Instant::now() + delay;
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         tracing::debug!(attempts, "retry sink: transient error, backing off");

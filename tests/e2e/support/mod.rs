@@ -192,9 +192,19 @@ impl Program {
     /// Runs `kube-sentinel <args>` with `KUBECONFIG=kubeconfig`, logging to a file in the
     /// run's work directory.
     pub fn spawn(name: &str, args: &[&str], kubeconfig: &Path) -> Self {
-        let log = control_plane()
-            .workdir()
-            .join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
+        Self::spawn_with(name, args, kubeconfig, control_plane().workdir(), &[])
+    }
+
+    /// [`Program::spawn`] with extra environment variables `env`, logging to a file in
+    /// `log_dir` (for a program of a control plane other than the shared one).
+    pub fn spawn_with(
+        name: &str,
+        args: &[&str],
+        kubeconfig: &Path,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log = log_dir.join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"));
         command
             .arg("--exit-on-stdin-eof")
@@ -206,7 +216,8 @@ impl Program {
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube_sentinel=debug".into()),
-            );
+            )
+            .envs(env.iter().copied());
         Self(ChildProcess::spawn(name, command, Tie::StdinPipe, log).expect("spawn kube-sentinel"))
     }
 
