@@ -17,6 +17,7 @@ pub struct Feeder {
     generations: HashMap<NamespacedName, Option<i64>>,
     fast: mpsc::UnboundedSender<NamespacedName>,
     normal: mpsc::UnboundedSender<NamespacedName>,
+    single_lane: bool,
 }
 
 /// The receiving ends of a [`Feeder`]'s lanes, for the work queue's runner.
@@ -36,6 +37,7 @@ impl Feeder {
             generations: HashMap::new(),
             fast,
             normal,
+            single_lane: false,
         };
         (
             feeder,
@@ -46,6 +48,22 @@ impl Feeder {
         )
     }
 
+    /// The fast lane switched off: what would go on it joins the normal lane in arrival order,
+    /// behind every full reconcile queued before it (a baseline for measuring the fast lane).
+    pub fn single_lane(mut self) -> Self {
+        self.single_lane = true;
+        self
+    }
+
+    fn send_fast(&self, key: NamespacedName) {
+        let lane = if self.single_lane {
+            &self.normal
+        } else {
+            &self.fast
+        };
+        let _ = lane.unbounded_send(key);
+    }
+
     fn on_object(&mut self, cr: &StatefulCluster, initial: bool) {
         let Some(key) = NamespacedName::of(cr) else {
             return;
@@ -54,7 +72,7 @@ impl Feeder {
         let changed = self.generations.insert(key.clone(), generation) != Some(generation);
         if cr.pending_trigger().is_some() {
             tracing::debug!(resource = %key, trigger = ?cr.pending_trigger(), "trigger: fast lane");
-            let _ = self.fast.unbounded_send(key);
+            self.send_fast(key);
         } else if initial || changed {
             let _ = self.normal.unbounded_send(key);
         }
@@ -88,7 +106,7 @@ impl Feeder {
 
     /// Puts `key` on the fast lane (a foreign change to its Secrets).
     pub fn push_fast(&self, key: NamespacedName) {
-        let _ = self.fast.unbounded_send(key);
+        self.send_fast(key);
     }
 
     /// Puts `key` on the normal lane (one of its objects changed).
@@ -176,5 +194,27 @@ mod tests {
         feeder.on_event(watcher::Event::Delete(cr("quiet", 2, None, None)), &synced);
         feeder.resync();
         assert_eq!(drain(&mut normal_rx), vec!["pending"]);
+    }
+
+    #[test]
+    fn a_single_lane_feeder_puts_triggers_on_the_normal_lane_in_arrival_order() {
+        let (feeder, lanes) = Feeder::new();
+        let mut feeder = feeder.single_lane();
+        let (mut fast_rx, mut normal_rx) = (lanes.fast, lanes.normal);
+        let synced = Health::new().gate("watch-synced");
+        feeder.on_event(
+            watcher::Event::InitApply(cr("spec-change", 1, None, None)),
+            &synced,
+        );
+        feeder.on_event(
+            watcher::Event::InitApply(cr("pending", 1, Some("t2"), Some("t1"))),
+            &synced,
+        );
+        feeder.push_fast(NamespacedName::new("ns", "secret-edited"));
+        assert!(drain(&mut fast_rx).is_empty(), "the fast lane is off");
+        assert_eq!(
+            drain(&mut normal_rx),
+            vec!["spec-change", "pending", "secret-edited"]
+        );
     }
 }
