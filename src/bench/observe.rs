@@ -23,11 +23,11 @@ pub(crate) enum Seen {
     /// A StatefulSet as it is now.
     Set(Box<StatefulSet>),
     /// A Service as it is now.
-    Service(Service),
+    Service(Box<Service>),
     /// A Service deleted, by name.
     ServiceGone(String),
     /// A ConfigMap as it is now.
-    ConfigMap(ConfigMap),
+    ConfigMap(Box<ConfigMap>),
     /// A watch failed (it retries with backoff).
     Error,
 }
@@ -51,7 +51,9 @@ pub(crate) fn watch_fleet(client: &Client, namespace: &str) -> impl Stream<Item 
     )
     .default_backoff()
     .map(|e| match e {
-        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some(Seen::Service(o)),
+        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+            Some(Seen::Service(Box::new(o)))
+        }
         Ok(watcher::Event::Delete(o)) => Some(Seen::ServiceGone(o.name_any())),
         Ok(_) => None,
         Err(_) => Some(Seen::Error),
@@ -62,7 +64,9 @@ pub(crate) fn watch_fleet(client: &Client, namespace: &str) -> impl Stream<Item 
     )
     .default_backoff()
     .map(|e| match e {
-        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some(Seen::ConfigMap(o)),
+        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+            Some(Seen::ConfigMap(Box::new(o)))
+        }
         Ok(_) => None,
         Err(_) => Some(Seen::Error),
     });
@@ -88,7 +92,7 @@ impl Objects {
             }
             Seen::Service(o) => {
                 let name = o.name_any();
-                self.services.insert(name.clone(), o);
+                self.services.insert(name.clone(), *o);
                 Some(name)
             }
             Seen::ServiceGone(name) => {
@@ -97,7 +101,7 @@ impl Objects {
             }
             Seen::ConfigMap(o) => {
                 let name = o.name_any();
-                self.config_maps.insert(name.clone(), o);
+                self.config_maps.insert(name.clone(), *o);
                 Some(name)
             }
             Seen::Error => None,
