@@ -9,7 +9,8 @@
 //!    programs under their ServiceAccounts with the variant's flags, waits until the fleet is
 //!    settled, runs the variant's scenarios, reads the programs' CPU time and peak RSS and the
 //!    operator's own histogram, and stops them.
-//! 4. Prints a table and writes `summary.json` and `.hgrm` files to `--out-dir`.
+//! 4. Prints a table and writes `summary.json`, `.hgrm` files and SVG plots (`latency.svg`,
+//!    `repeated.svg`) to `--out-dir`.
 //!
 //! Drift→revert is timed from outside: from the moment the load generator's write returned
 //! until its own watch shows the object back as it was (steady), or its read-back does
@@ -18,6 +19,7 @@
 mod fleet;
 mod observe;
 mod options;
+mod plots;
 mod report;
 mod scenarios;
 mod steady;
@@ -100,7 +102,8 @@ async fn bench(plane: &ControlPlane, options: &BenchOptions, logs: &Path) -> Res
         &summary,
         &reports,
     )?;
-    println!("figures written to {}", options.out_dir.display());
+    plots::write(&options.out_dir, &reports)?;
+    println!("figures and plots written to {}", options.out_dir.display());
     Ok(())
 }
 

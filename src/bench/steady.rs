@@ -32,7 +32,6 @@ pub(crate) struct Load<'a> {
 }
 
 /// What one steady run measured.
-#[derive(Debug, Default)]
 pub(crate) struct SteadyResult {
     /// Drift→revert, from the drift's write returning to the watch showing it undone.
     pub latency: LatencyRecorder,
@@ -50,6 +49,21 @@ pub(crate) struct SteadyResult {
     pub watch_errors: u64,
 }
 
+impl SteadyResult {
+    /// A result with these latencies and nothing else counted.
+    pub(crate) fn with_latency(latency: LatencyRecorder) -> Self {
+        Self {
+            latency,
+            injected: 0,
+            reverted: 0,
+            lost: 0,
+            write_errors: 0,
+            skipped: 0,
+            watch_errors: 0,
+        }
+    }
+}
+
 /// A drift not yet reverted.
 struct Pending {
     kind: DriftKind,
@@ -65,7 +79,7 @@ type Write = BoxFuture<'static, (usize, anyhow::Result<Instant>)>;
 
 /// Runs the steady scenario on `fleet` with `load`; `admin` watches.
 pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> SteadyResult {
-    let mut result = SteadyResult::default();
+    let mut result = SteadyResult::with_latency(LatencyRecorder::new());
     let mut objects = Objects::default();
     let mut pending: HashMap<usize, Pending> = HashMap::new();
     let mut writes: FuturesUnordered<Write> = FuturesUnordered::new();
