@@ -118,8 +118,8 @@ struct BenchArgs {
     /// Scenarios run with our modes (baselines run the steady one).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Steady, Scenario::Repeated, Scenario::Storm])]
     scenarios: Vec<Scenario>,
-    /// Baselines run beside ours, with the same load (`--baselines ''` for none).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Baseline::SingleLane, Baseline::WatchOwned, Baseline::Resync])]
+    /// Baselines run beside ours, with the same load (`--baselines` alone for none).
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., default_values_t = [Baseline::SingleLane, Baseline::WatchOwned, Baseline::Resync])]
     baselines: Vec<Baseline>,
     /// The operator's resync period in the resync baseline (the default is 10 h: the bound
     /// there is that period).

@@ -16,6 +16,7 @@
 //! until its own watch shows the object back as it was (steady), or its read-back does
 //! (repeated, storm).
 
+mod breakdown;
 mod fleet;
 mod observe;
 mod options;
@@ -190,6 +191,7 @@ async fn run_scenario(
                 kinds: &options.kinds,
                 seed: options.seed,
                 grace: grace(options, variant),
+                breakdown: variant.has_sentinel(),
             };
             report.steady = Some(steady::run(admin, fleet, load).await);
         }

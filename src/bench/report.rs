@@ -101,6 +101,12 @@ fn variant_json(report: &VariantReport, reference: Option<&LatencySummary>) -> V
             "skipped_ticks": s.skipped,
             "watch_errors": s.watch_errors,
             "latency_ms": percentiles(&summary),
+            "breakdown": (s.breakdown.measured > 0).then(|| json!({
+                "measured": s.breakdown.measured,
+                "unmatched": s.breakdown.unmatched,
+                "negative_clamped": s.breakdown.negative,
+                "stages": s.breakdown.summary(),
+            })),
             "ratio_to_trailing": reference.map(|r| json!({
                 "p50": ratio(summary.p50, r.p50),
                 "p99": ratio(summary.p99, r.p99),
@@ -186,6 +192,20 @@ pub(crate) fn print_table(reports: &[VariantReport]) {
                 ms(q.p90),
                 ms(q.p99),
                 ms(q.max)
+            );
+        }
+        if let Some(s) = r.steady.as_ref().filter(|s| s.breakdown.measured > 0) {
+            let stages: Vec<String> = s
+                .breakdown
+                .summary()
+                .iter()
+                .map(|st| format!("{} {:.0}/{:.0}", st.stage, st.p50_ms, st.p99_ms))
+                .collect();
+            println!(
+                "{:<12} {:<9} p50/p99 ms: {}",
+                r.variant.to_string(),
+                "stages",
+                stages.join(", ")
             );
         }
         if let Some(times) = &r.repeated {

@@ -1,7 +1,11 @@
 //! The steady scenario: drifts at a fixed rate over the fleet, each timed from the moment its
 //! write returned until the generator's own watch shows the object back as it was.
 
-use std::{collections::HashMap, pin::pin, time::Duration};
+use std::{
+    collections::HashMap,
+    pin::pin,
+    time::{Duration, SystemTime},
+};
 
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use kube::Client;
@@ -9,6 +13,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{
+    breakdown::{self, Breakdown, Observed},
     fleet::{BENCH_NAMESPACE, Fleet},
     observe::{Objects, watch_fleet},
 };
@@ -29,6 +34,8 @@ pub(crate) struct Load<'a> {
     pub seed: u64,
     /// How long a drift may take to be reverted after the load ends before it counts as lost.
     pub grace: Duration,
+    /// Whether to read the programs' timestamps after each revert (a sentinel runs).
+    pub breakdown: bool,
 }
 
 /// What one steady run measured.
@@ -47,6 +54,8 @@ pub(crate) struct SteadyResult {
     pub skipped: u64,
     /// Errors of the generator's own watches (each retried).
     pub watch_errors: u64,
+    /// Where the time went, from the programs' timestamps (with a sentinel only).
+    pub breakdown: Breakdown,
 }
 
 impl SteadyResult {
@@ -60,6 +69,7 @@ impl SteadyResult {
             write_errors: 0,
             skipped: 0,
             watch_errors: 0,
+            breakdown: Breakdown::new(),
         }
     }
 }
@@ -68,14 +78,15 @@ impl SteadyResult {
 struct Pending {
     kind: DriftKind,
     baseline: Baseline,
-    /// When the drift's write returned.
-    written: Option<Instant>,
+    /// When the drift's write returned, on both clocks.
+    written: Option<(Instant, SystemTime)>,
     /// Whether the watch has shown the drifted state (an older event must not count as the
     /// revert).
     seen_drifted: bool,
 }
 
-type Write = BoxFuture<'static, (usize, anyhow::Result<Instant>)>;
+type Write = BoxFuture<'static, (usize, anyhow::Result<(Instant, SystemTime)>)>;
+type Lookup = BoxFuture<'static, Option<(serde_json::Value, Observed)>>;
 
 /// Runs the steady scenario on `fleet` with `load`; `admin` watches.
 pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> SteadyResult {
@@ -83,6 +94,8 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
     let mut objects = Objects::default();
     let mut pending: HashMap<usize, Pending> = HashMap::new();
     let mut writes: FuturesUnordered<Write> = FuturesUnordered::new();
+    let mut lookups: FuturesUnordered<Lookup> = FuturesUnordered::new();
+    let statuses = breakdown::status_api(admin, BENCH_NAMESPACE);
     let mut rng = StdRng::seed_from_u64(load.seed);
     let mut watch = pin!(watch_fleet(admin, BENCH_NAMESPACE));
     let index: HashMap<&str, usize> = fleet
@@ -98,7 +111,7 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
     let give_up = end + load.grace;
     loop {
         let generating = Instant::now() < end;
-        if !generating && pending.is_empty() && writes.is_empty() {
+        if !generating && pending.is_empty() && writes.is_empty() && lookups.is_empty() {
             break;
         }
         tokio::select! {
@@ -107,8 +120,13 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
                     result.watch_errors += 1;
                     continue;
                 };
-                if let Some(&i) = index.get(Objects::cluster_of(&object)) {
-                    check_revert(&objects, fleet, i, &mut pending, &mut result);
+                if let Some(&i) = index.get(Objects::cluster_of(&object))
+                    && let Some(observed) = check_revert(&objects, fleet, i, &mut pending, &mut result)
+                    && load.breakdown
+                {
+                    let name = fleet.clusters()[i].name().to_string();
+                    let status = breakdown::handled_status(statuses.clone(), name);
+                    lookups.push(status.map(move |s| Some((s?, observed))).boxed());
                 }
             }
             _ = tick.tick(), if generating => {
@@ -127,7 +145,7 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
                         p.written = Some(at);
                     }
                     // The revert may have been seen before the write's answer came.
-                    check_revert(&objects, fleet, i, &mut pending, &mut result);
+                    let _ = check_revert(&objects, fleet, i, &mut pending, &mut result);
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "bench: a drift write failed");
@@ -135,6 +153,10 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
                     result.injected -= 1;
                     result.write_errors += 1;
                 }
+            },
+            Some(looked_up) = lookups.next() => match looked_up {
+                Some((status, observed)) => result.breakdown.record(&status, observed),
+                None => result.breakdown.unmatched += 1,
             },
             () = tokio::time::sleep_until(give_up), if !generating => break,
         }
@@ -167,33 +189,37 @@ fn draw(
 /// Drift `kind` on resource `i`; resolves with when the write returned.
 fn write(fleet: &Fleet, i: usize, kind: DriftKind) -> Write {
     let cluster = fleet.clusters()[i].clone();
-    async move { (i, cluster.drift(kind).await.map(|()| Instant::now())) }.boxed()
+    async move {
+        let written = cluster.drift(kind).await;
+        (i, written.map(|()| (Instant::now(), SystemTime::now())))
+    }
+    .boxed()
 }
 
-/// Records the revert of resource `i`'s pending drift if its object is back.
+/// Records the revert of resource `i`'s pending drift if its object is back; returns when
+/// it was written and seen reverted.
 fn check_revert(
     objects: &Objects,
     fleet: &Fleet,
     i: usize,
     pending: &mut HashMap<usize, Pending>,
     result: &mut SteadyResult,
-) {
-    let Some(p) = pending.get_mut(&i) else {
-        return;
-    };
-    let Some(now) = objects.state(fleet.clusters()[i].name(), p.kind) else {
-        return;
-    };
+) -> Option<Observed> {
+    let p = pending.get_mut(&i)?;
+    let now = objects.state(fleet.clusters()[i].name(), p.kind)?;
     if now != p.baseline {
         p.seen_drifted = true;
     }
     let undone = p.seen_drifted || matches!(p.baseline, Baseline::Uid(_));
-    if let Some(written) = p.written
-        && undone
-        && p.baseline.restored_by(&now)
-    {
-        result.latency.record(written.elapsed());
-        result.reverted += 1;
-        pending.remove(&i);
+    let (written, written_wall) = p.written?;
+    if !(undone && p.baseline.restored_by(&now)) {
+        return None;
     }
+    result.latency.record(written.elapsed());
+    result.reverted += 1;
+    pending.remove(&i);
+    Some(Observed {
+        written: written_wall,
+        seen: SystemTime::now(),
+    })
 }
