@@ -31,6 +31,8 @@
 //!   (`inputs → detect → debounce → gate → sink`; feeder, worker, fast and full reconcile).
 //! * `testenv`: a local control plane (etcd, kube-apiserver, kube-controller-manager built
 //!   from upstream Go modules) for tests, the demo and benchmarks.
+//! * `bench`: `kube-sentinel bench`, drift→revert under synthetic drift load, ours beside
+//!   baselines without the sentinel or without the fast lane.
 //! * `demo`: `kube-sentinel demo`, the whole system on a local control plane, drifted and
 //!   reverted while it measures drift-to-revert.
 //!
@@ -40,6 +42,8 @@
 
 #[cfg(feature = "kubernetes")]
 pub mod api_client;
+#[cfg(feature = "kubernetes")]
+pub mod bench;
 #[cfg(feature = "kubernetes")]
 pub mod cli;
 #[cfg(feature = "kubernetes")]

@@ -5,7 +5,9 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use kube_sentinel::{
+    bench::{Baseline, BenchOptions, Scenario},
     cli::parse_duration,
+    demo::DriftKind,
     sentinel::ModeArg,
     telemetry,
     testenv::{ControlPlane, ControlPlaneConfig},
@@ -32,6 +34,9 @@ enum Command {
     Testenv(TestenvArgs),
     /// Run the whole system on a local control plane: the main job of this repository.
     Demo(DemoArgs),
+    /// Measure drift→revert under synthetic drift load on a local control plane, ours beside
+    /// baselines (no fast lane, no sentinel), and write the figures.
+    Bench(BenchArgs),
     /// Run the operator: reconcile StatefulClusters, triggers from the sentinel first.
     Operator(kube_sentinel::operator::OperatorArgs),
     /// Print the StatefulCluster CustomResourceDefinition as YAML (`kubectl apply -f -`).
@@ -87,6 +92,56 @@ struct DemoArgs {
     summary_json: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// Directory with the control-plane binaries (default: build them).
+    #[arg(long, env = "KUBE_SENTINEL_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// StatefulClusters under load.
+    #[arg(long, default_value_t = 10)]
+    resources: usize,
+    /// Drifts per second over all resources (steady scenario).
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// How long the steady scenario drifts.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Kinds of drift, drawn at random.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = DriftKind::ALL)]
+    kinds: Vec<DriftKind>,
+    /// Our sentinel modes to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ModeArg::Trailing, ModeArg::Leading])]
+    modes: Vec<ModeArg>,
+    /// The sentinel's window (1s to 60s).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    debounce: Duration,
+    /// Scenarios run with our modes (baselines run the steady one).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Steady, Scenario::Repeated, Scenario::Storm])]
+    scenarios: Vec<Scenario>,
+    /// Baselines run beside ours, with the same load (`--baselines` alone for none).
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., default_values_t = [Baseline::SingleLane, Baseline::WatchOwned, Baseline::Resync])]
+    baselines: Vec<Baseline>,
+    /// The operator's resync period in the resync baseline (the default is 10 h: the bound
+    /// there is that period).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    resync: Duration,
+    /// Seed of the load's random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Patches in the storm scenario.
+    #[arg(long, default_value_t = 1000)]
+    storm_patches: usize,
+    /// Drifts in the repeated scenario.
+    #[arg(long, default_value_t = 10)]
+    repeats: usize,
+    /// Where summary.json and the .hgrm files go.
+    #[arg(long, default_value = "target/bench")]
+    out_dir: PathBuf,
+    /// Also write the JSON summary here.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -94,6 +149,7 @@ async fn main() {
     let result = match cli.command {
         Command::Testenv(args) => testenv(args, cli.exit_on_stdin_eof).await,
         Command::Demo(args) => demo(args, cli.exit_on_stdin_eof).await,
+        Command::Bench(args) => bench(args, cli.exit_on_stdin_eof).await,
         Command::Sentinel(args) => {
             kube_sentinel::sentinel::run(args, wait_for_shutdown(cli.exit_on_stdin_eof)).await
         }
@@ -162,6 +218,27 @@ async fn demo(args: DemoArgs, exit_on_stdin_eof: bool) -> Result<()> {
         summary_json: args.summary_json,
     };
     kube_sentinel::demo::run(config, options, wait_for_shutdown(exit_on_stdin_eof)).await
+}
+
+async fn bench(args: BenchArgs, exit_on_stdin_eof: bool) -> Result<()> {
+    let config = control_plane_config(args.bin_dir, true)?;
+    let options = BenchOptions {
+        resources: args.resources,
+        rate: args.rate,
+        duration: args.duration,
+        kinds: args.kinds,
+        modes: args.modes,
+        debounce: args.debounce,
+        scenarios: args.scenarios,
+        baselines: args.baselines,
+        resync: args.resync,
+        seed: args.seed,
+        storm_patches: args.storm_patches,
+        repeats: args.repeats,
+        out_dir: args.out_dir,
+        summary_json: args.summary_json,
+    };
+    kube_sentinel::bench::run(config, options, wait_for_shutdown(exit_on_stdin_eof)).await
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or (if asked) end of standard input.

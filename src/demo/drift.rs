@@ -19,7 +19,7 @@ use super::{CLUSTER_NAME, WAIT, programs::Programs};
 use crate::operator::crd::StatefulCluster;
 
 /// The outside changes the demo makes, one per round.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DriftKind {
     /// `kubectl scale`: the StatefulSet's replicas changed.
     Replicas,
@@ -70,7 +70,8 @@ impl fmt::Display for DriftKind {
     }
 }
 
-fn config_map_name(cluster: &str) -> String {
+/// The name of StatefulCluster `cluster`'s ConfigMap.
+pub(crate) fn config_map_name(cluster: &str) -> String {
     format!("{cluster}-config")
 }
 
@@ -89,7 +90,40 @@ pub(crate) enum Baseline {
     Uid(Option<String>),
 }
 
+impl Baseline {
+    /// What drift `kind` (replicas or image) changes on `set`, as it is.
+    pub(crate) fn of_set(kind: DriftKind, set: &StatefulSet) -> Self {
+        match kind {
+            DriftKind::Replicas => Baseline::Replicas(set.spec.replicas),
+            _ => Baseline::Image(member_image(set)),
+        }
+    }
+
+    /// What drift `kind` (label or deletion) changes on `service`, as it is.
+    pub(crate) fn of_service(kind: DriftKind, service: &Service) -> Self {
+        match kind {
+            DriftKind::ServiceDeleted => Baseline::Uid(service.metadata.uid.clone()),
+            _ => Baseline::Labels(service.labels().clone()),
+        }
+    }
+
+    /// The data of `config_map`, as it is.
+    pub(crate) fn of_config_map(config_map: &ConfigMap) -> Self {
+        Baseline::Data(config_map.data.clone().unwrap_or_default())
+    }
+
+    /// Whether `now`, read from the object drift `kind` changed, is back to this baseline. A
+    /// deleted Service is back when one of that name exists again, with a new uid.
+    pub(crate) fn restored_by(&self, now: &Baseline) -> bool {
+        match (self, now) {
+            (Baseline::Uid(old), Baseline::Uid(new)) => new.is_some() && new != old,
+            _ => self == now,
+        }
+    }
+}
+
 /// One StatefulCluster's objects, read and written as an outside actor (admin).
+#[derive(Clone)]
 pub(crate) struct Cluster {
     namespace: String,
     name: String,
@@ -115,6 +149,11 @@ impl Cluster {
     /// The custom resource's name.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The custom resource's namespace.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// Waits until the custom resource is Ready for its current generation; fails if one of
@@ -154,16 +193,13 @@ impl Cluster {
     pub(crate) async fn read(&self, kind: DriftKind) -> Result<Baseline> {
         let name = self.name.as_str();
         Ok(match kind {
-            DriftKind::Replicas => Baseline::Replicas(self.sets.get(name).await?.spec.replicas),
-            DriftKind::Image => Baseline::Image(member_image(&self.sets.get(name).await?)),
-            DriftKind::Label => Baseline::Labels(self.services.get(name).await?.labels().clone()),
-            DriftKind::ConfigMapKey => Baseline::Data(
-                self.config_maps
-                    .get(&config_map_name(name))
-                    .await?
-                    .data
-                    .unwrap_or_default(),
-            ),
+            DriftKind::Replicas | DriftKind::Image => {
+                Baseline::of_set(kind, &self.sets.get(name).await?)
+            }
+            DriftKind::Label => Baseline::of_service(kind, &self.services.get(name).await?),
+            DriftKind::ConfigMapKey => {
+                Baseline::of_config_map(&self.config_maps.get(&config_map_name(name)).await?)
+            }
             DriftKind::ServiceDeleted => Baseline::Uid(
                 self.services
                     .get_opt(name)
@@ -175,11 +211,7 @@ impl Cluster {
 
     /// Whether the object is back to `baseline`.
     pub(crate) async fn restored(&self, kind: DriftKind, baseline: &Baseline) -> Result<bool> {
-        if let (DriftKind::ServiceDeleted, Baseline::Uid(old)) = (kind, baseline) {
-            let now = self.services.get_opt(&self.name).await?;
-            return Ok(now.is_some_and(|s| s.metadata.uid.is_some() && s.metadata.uid != *old));
-        }
-        Ok(self.read(kind).await? == *baseline)
+        Ok(baseline.restored_by(&self.read(kind).await?))
     }
 
     /// Makes the change an outside actor would, with its field manager (`kubectl-edit`, …).

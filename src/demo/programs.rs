@@ -29,9 +29,6 @@ pub(crate) enum ProgramKind {
 }
 
 impl ProgramKind {
-    /// Both, in the order they are started.
-    pub(crate) const BOTH: [ProgramKind; 2] = [ProgramKind::Operator, ProgramKind::Sentinel];
-
     /// Its subcommand of this binary.
     pub(crate) fn subcommand(self) -> &'static str {
         match self {
@@ -96,6 +93,11 @@ impl Program {
         })
     }
 
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// Which program it is.
     pub(crate) fn kind(&self) -> ProgramKind {
         self.kind
@@ -157,20 +159,28 @@ impl Programs {
         logs: &Path,
         sentinel_flags: &[String],
     ) -> Result<()> {
-        for kind in ProgramKind::BOTH {
-            let kubeconfig: PathBuf = install::service_account_kubeconfig(
-                plane,
-                kind.service_account(),
-                logs,
-                kind.subcommand(),
-            )
-            .await?;
-            let flags = match kind {
-                ProgramKind::Sentinel => sentinel_flags,
-                ProgramKind::Operator => &[],
-            };
-            self.0.push(Program::spawn(kind, &kubeconfig, logs, flags)?);
-        }
+        self.spawn(plane, logs, ProgramKind::Operator, &[]).await?;
+        self.spawn(plane, logs, ProgramKind::Sentinel, sentinel_flags)
+            .await
+    }
+
+    /// Starts `kind` as its ServiceAccount with `flags` besides the usual ones, without
+    /// waiting for it to be ready.
+    pub(crate) async fn spawn(
+        &mut self,
+        plane: &ControlPlane,
+        logs: &Path,
+        kind: ProgramKind,
+        flags: &[String],
+    ) -> Result<()> {
+        let kubeconfig: PathBuf = install::service_account_kubeconfig(
+            plane,
+            kind.service_account(),
+            logs,
+            kind.subcommand(),
+        )
+        .await?;
+        self.0.push(Program::spawn(kind, &kubeconfig, logs, flags)?);
         Ok(())
     }
 

@@ -78,15 +78,28 @@ pub(crate) fn write_summary_json(
 /// Full reconciles the operator has completed, from its `/metrics` on `port`; `None` if
 /// unreadable.
 pub(crate) async fn full_reconciles(port: u16) -> Option<u64> {
+    counter(
+        port,
+        "kube_sentinel_operator_reconciles_total",
+        "path=\"full\"",
+    )
+    .await
+    .map(|n| n as u64)
+}
+
+/// The sum of the samples of counter `name` whose labels contain `label` (`""`: every
+/// sample), from the `/metrics` on `port`; `None` if unreadable.
+pub(crate) async fn counter(port: u16, name: &str, label: &str) -> Option<f64> {
     let body = metrics(port, "/metrics").await.ok()?;
     Some(
         body.lines()
             .filter(|l| {
-                l.starts_with("kube_sentinel_operator_reconciles_total{")
-                    && l.contains("path=\"full\"")
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                    && l.contains(label)
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64,
+            .sum(),
     )
 }
 

@@ -37,6 +37,10 @@ pub struct OperatorArgs {
     /// Consecutive fast-lane claims before one waiting normal key is served.
     #[arg(long, env = "KUBE_SENTINEL_FAST_BURST", default_value_t = 8)]
     pub fast_burst: usize,
+    /// Switch the fast lane off: triggers wait in arrival order behind full reconciles. Only
+    /// for measuring what the fast lane buys (`kube-sentinel bench`'s baseline).
+    #[arg(long, env = "KUBE_SENTINEL_SINGLE_LANE")]
+    pub single_lane: bool,
     /// How often the latency summary is logged.
     #[arg(long, env = "KUBE_SENTINEL_LATENCY_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub latency_log_interval: Duration,

@@ -22,6 +22,7 @@ pub struct Feeder {
     leading: bool,
     fast: mpsc::UnboundedSender<NamespacedName>,
     normal: mpsc::UnboundedSender<NamespacedName>,
+    single_lane: bool,
 }
 
 /// The receiving ends of a [`Feeder`]'s lanes, for the work queue's runner.
@@ -43,6 +44,7 @@ impl Feeder {
             leading: false,
             fast,
             normal,
+            single_lane: false,
         };
         (
             feeder,
@@ -51,6 +53,22 @@ impl Feeder {
                 normal: normal_rx,
             },
         )
+    }
+
+    /// The fast lane switched off: what would go on it joins the normal lane in arrival order,
+    /// behind every full reconcile queued before it (a baseline for measuring the fast lane).
+    pub fn single_lane(mut self) -> Self {
+        self.single_lane = true;
+        self
+    }
+
+    fn send_fast(&self, key: NamespacedName) {
+        let lane = if self.single_lane {
+            &self.normal
+        } else {
+            &self.fast
+        };
+        let _ = lane.unbounded_send(key);
     }
 
     fn on_object(&mut self, cr: &StatefulCluster, initial: bool) {
@@ -69,7 +87,7 @@ impl Feeder {
         }
         if cr.pending_trigger().is_some() {
             tracing::debug!(resource = %key, trigger = ?cr.pending_trigger(), "trigger: fast lane");
-            let _ = self.fast.unbounded_send(key);
+            self.send_fast(key);
         } else if initial || changed {
             let _ = self.normal.unbounded_send(key);
         }
@@ -98,12 +116,11 @@ impl Feeder {
     pub fn lead(&mut self) {
         self.leading = true;
         for key in self.generations.keys() {
-            let lane = if self.triggered.contains(key) {
-                &self.fast
+            if self.triggered.contains(key) {
+                self.send_fast(key.clone());
             } else {
-                &self.normal
-            };
-            let _ = lane.unbounded_send(key.clone());
+                let _ = self.normal.unbounded_send(key.clone());
+            }
         }
     }
 
@@ -124,7 +141,7 @@ impl Feeder {
     /// Puts `key` on the fast lane (a foreign change to its Secrets), if leading.
     pub fn push_fast(&self, key: NamespacedName) {
         if self.leading {
-            let _ = self.fast.unbounded_send(key);
+            self.send_fast(key);
         }
     }
 
@@ -256,5 +273,28 @@ mod tests {
             &synced,
         );
         assert_eq!(drain(&mut fast_rx), vec!["quiet"]);
+    }
+
+    #[test]
+    fn a_single_lane_feeder_puts_triggers_on_the_normal_lane_in_arrival_order() {
+        let (feeder, lanes) = Feeder::new();
+        let mut feeder = feeder.single_lane();
+        feeder.lead();
+        let (mut fast_rx, mut normal_rx) = (lanes.fast, lanes.normal);
+        let synced = Health::new().gate("watch-synced");
+        feeder.on_event(
+            watcher::Event::InitApply(cr("spec-change", 1, None, None)),
+            &synced,
+        );
+        feeder.on_event(
+            watcher::Event::InitApply(cr("pending", 1, Some("t2"), Some("t1"))),
+            &synced,
+        );
+        feeder.push_fast(NamespacedName::new("ns", "secret-edited"));
+        assert!(drain(&mut fast_rx).is_empty(), "the fast lane is off");
+        assert_eq!(
+            drain(&mut normal_rx),
+            vec!["spec-change", "pending", "secret-edited"]
+        );
     }
 }

@@ -72,6 +72,11 @@ pub async fn run(
         hints.clone(),
     );
     let (feeder, lanes) = Feeder::new();
+    let feeder = if args.single_lane {
+        feeder.single_lane()
+    } else {
+        feeder
+    };
     let queue = TwoLaneQueue::new(LanesConfig {
         fast_burst_before_normal: args.fast_burst,
         ..LanesConfig::default()

@@ -1,0 +1,139 @@
+//! The load generator's own eyes: watches of the fleet's StatefulSets, Services and
+//! ConfigMaps, and the drifted part of each object as they last showed it.
+
+use std::collections::HashMap;
+
+use futures::{Stream, StreamExt, stream};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Service},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{WatchStreamExt, watcher},
+};
+
+use crate::demo::{
+    DriftKind,
+    drift::{Baseline, config_map_name},
+};
+
+/// One change the watches saw.
+pub(crate) enum Seen {
+    /// A StatefulSet as it is now.
+    Set(Box<StatefulSet>),
+    /// A Service as it is now.
+    Service(Box<Service>),
+    /// A Service deleted, by name.
+    ServiceGone(String),
+    /// A ConfigMap as it is now.
+    ConfigMap(Box<ConfigMap>),
+    /// A watch failed (it retries with backoff).
+    Error,
+}
+
+/// The watches of `namespace`, merged.
+pub(crate) fn watch_fleet(client: &Client, namespace: &str) -> impl Stream<Item = Seen> + use<> {
+    let config = watcher::Config::default;
+    let sets = watcher(
+        Api::<StatefulSet>::namespaced(client.clone(), namespace),
+        config(),
+    )
+    .default_backoff()
+    .map(|e| match e {
+        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some(Seen::Set(Box::new(o))),
+        Ok(_) => None,
+        Err(_) => Some(Seen::Error),
+    });
+    let services = watcher(
+        Api::<Service>::namespaced(client.clone(), namespace),
+        config(),
+    )
+    .default_backoff()
+    .map(|e| match e {
+        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+            Some(Seen::Service(Box::new(o)))
+        }
+        Ok(watcher::Event::Delete(o)) => Some(Seen::ServiceGone(o.name_any())),
+        Ok(_) => None,
+        Err(_) => Some(Seen::Error),
+    });
+    let config_maps = watcher(
+        Api::<ConfigMap>::namespaced(client.clone(), namespace),
+        config(),
+    )
+    .default_backoff()
+    .map(|e| match e {
+        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+            Some(Seen::ConfigMap(Box::new(o)))
+        }
+        Ok(_) => None,
+        Err(_) => Some(Seen::Error),
+    });
+    stream::select(stream::select(sets, services), config_maps).filter_map(std::future::ready)
+}
+
+/// The objects as the watches last showed them, by name.
+#[derive(Default)]
+pub(crate) struct Objects {
+    sets: HashMap<String, StatefulSet>,
+    services: HashMap<String, Service>,
+    config_maps: HashMap<String, ConfigMap>,
+}
+
+impl Objects {
+    /// Takes in one change; returns the name of the object it was about.
+    pub(crate) fn update(&mut self, seen: Seen) -> Option<String> {
+        match seen {
+            Seen::Set(o) => {
+                let name = o.name_any();
+                self.sets.insert(name.clone(), *o);
+                Some(name)
+            }
+            Seen::Service(o) => {
+                let name = o.name_any();
+                self.services.insert(name.clone(), *o);
+                Some(name)
+            }
+            Seen::ServiceGone(name) => {
+                self.services.remove(&name);
+                Some(name)
+            }
+            Seen::ConfigMap(o) => {
+                let name = o.name_any();
+                self.config_maps.insert(name.clone(), *o);
+                Some(name)
+            }
+            Seen::Error => None,
+        }
+    }
+
+    /// What drift `kind` changes on StatefulCluster `cluster`'s object, as last seen; `None`
+    /// while that object has not been seen (a deleted Service reads as `Uid(None)`).
+    pub(crate) fn state(&self, cluster: &str, kind: DriftKind) -> Option<Baseline> {
+        match kind {
+            DriftKind::Replicas | DriftKind::Image => {
+                self.sets.get(cluster).map(|s| Baseline::of_set(kind, s))
+            }
+            DriftKind::Label => self
+                .services
+                .get(cluster)
+                .map(|s| Baseline::of_service(kind, s)),
+            DriftKind::ServiceDeleted => Some(Baseline::Uid(
+                self.services
+                    .get(cluster)
+                    .and_then(|s| s.metadata.uid.clone()),
+            )),
+            DriftKind::ConfigMapKey => self
+                .config_maps
+                .get(&config_map_name(cluster))
+                .map(Baseline::of_config_map),
+        }
+    }
+
+    /// The StatefulCluster an object of this name belongs to (`<cluster>-config` is its
+    /// ConfigMap; the StatefulSet and the client Service carry the cluster's own name).
+    pub(crate) fn cluster_of(object: &str) -> &str {
+        object.strip_suffix("-config").unwrap_or(object)
+    }
+}

@@ -1,0 +1,255 @@
+//! The figures of a benchmark run: a table on standard output, `.hgrm` percentile files and a
+//! JSON summary, every baseline also as a ratio to ours.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{
+    options::{BenchOptions, Variant},
+    scenarios::{ARGO_CD_SELF_HEAL_BACKOFF_S, StormResult},
+    steady::SteadyResult,
+};
+use crate::telemetry::LatencySummary;
+
+/// `/proc`'s clock tick (USER_HZ), 100 on every Linux architecture.
+const USER_HZ: f64 = 100.0;
+
+/// CPU time and peak memory of one program, read from `/proc` before it stops.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct ProcessStats {
+    /// User and system CPU seconds.
+    pub cpu_seconds: f64,
+    /// Peak resident set size (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// [`ProcessStats`] of process `pid`, if `/proc` has it.
+pub(crate) fn process_stats(pid: u32) -> Option<ProcessStats> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of stat(5); 11 and 12 after the name and state.
+    let cpu_seconds = (ticks(11)? + ticks(12)?) / USER_HZ;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(ProcessStats {
+        cpu_seconds,
+        peak_rss_mib: hwm_kib / 1024.0,
+    })
+}
+
+/// Everything one variant measured.
+pub(crate) struct VariantReport {
+    /// Which variant.
+    pub variant: Variant,
+    /// The steady scenario, if run.
+    pub steady: Option<SteadyResult>,
+    /// The repeated scenario's drift→revert times, if run.
+    pub repeated: Option<Vec<Duration>>,
+    /// The storm scenario, if run.
+    pub storm: Option<StormResult>,
+    /// The programs' CPU and memory, by program.
+    pub programs: Vec<(String, ProcessStats)>,
+    /// The operator's own `/debug/latency` (its detection→revert histogram).
+    pub operator_latency: Option<String>,
+}
+
+/// The JSON summary of every variant, with each baseline's steady p50 and p99 as a ratio to
+/// ours in trailing mode (the default).
+pub(crate) fn summary(options: &BenchOptions, reports: &[VariantReport]) -> Value {
+    let reference = reports
+        .iter()
+        .find(|r| r.variant == Variant::Trailing)
+        .and_then(|r| r.steady.as_ref())
+        .map(|s| s.latency.snapshot().summary());
+    json!({
+        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "date": jiff::Timestamp::now().to_string(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "load": {
+            "resources": options.resources,
+            "rate_per_s": options.rate,
+            "duration_s": options.duration.as_secs_f64(),
+            "kinds": options.kinds.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "debounce_ms": ms(options.debounce),
+            "seed": options.seed,
+        },
+        "argo_cd_self_heal_backoff_s": ARGO_CD_SELF_HEAL_BACKOFF_S,
+        "variants": reports.iter().map(|r| variant_json(r, reference.as_ref())).collect::<Vec<_>>(),
+    })
+}
+
+fn variant_json(report: &VariantReport, reference: Option<&LatencySummary>) -> Value {
+    let steady = report.steady.as_ref().map(|s| {
+        let summary = s.latency.snapshot().summary();
+        json!({
+            "injected": s.injected,
+            "reverted": s.reverted,
+            "lost": s.lost,
+            "write_errors": s.write_errors,
+            "skipped_ticks": s.skipped,
+            "watch_errors": s.watch_errors,
+            "latency_ms": percentiles(&summary),
+            "breakdown": (s.breakdown.measured > 0).then(|| json!({
+                "measured": s.breakdown.measured,
+                "unmatched": s.breakdown.unmatched,
+                "negative_clamped": s.breakdown.negative,
+                "stages": s.breakdown.summary(),
+            })),
+            "ratio_to_trailing": reference.map(|r| json!({
+                "p50": ratio(summary.p50, r.p50),
+                "p99": ratio(summary.p99, r.p99),
+            })),
+        })
+    });
+    let repeated = report.repeated.as_ref().map(|times| {
+        let all: Vec<f64> = times.iter().map(|d| ms(*d)).collect();
+        let last_to_first = match (times.first(), times.last()) {
+            (Some(first), Some(last)) => ratio(*last, *first),
+            _ => None,
+        };
+        json!({ "latency_ms": all, "last_to_first": last_to_first })
+    });
+    json!({
+        "variant": report.variant,
+        "steady": steady,
+        "repeated": repeated,
+        "storm": report.storm,
+        "programs": report.programs.iter().map(|(name, stats)| json!({"program": name, "stats": stats})).collect::<Vec<_>>(),
+    })
+}
+
+fn percentiles(s: &LatencySummary) -> Value {
+    json!({
+        "p50": ms(s.p50), "p90": ms(s.p90), "p99": ms(s.p99), "p99_9": ms(s.p999), "max": ms(s.max),
+        "count": s.count,
+    })
+}
+
+fn ratio(value: Duration, reference: Duration) -> Option<f64> {
+    (!reference.is_zero()).then(|| value.as_secs_f64() / reference.as_secs_f64())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Writes `summary.json` and one `.hgrm` file per steady run (and the operator's own
+/// histogram) to `dir`, and the summary to `extra` too.
+pub(crate) fn write(
+    dir: &Path,
+    extra: Option<&Path>,
+    summary: &Value,
+    reports: &[VariantReport],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let text = serde_json::to_string_pretty(summary).context("serializing the summary")? + "\n";
+    for path in std::iter::once(dir.join("summary.json")).chain(extra.map(Path::to_path_buf)) {
+        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    for report in reports {
+        if let Some(steady) = &report.steady {
+            let path = dir.join(format!("{}-steady.hgrm", report.variant));
+            let hgrm = steady.latency.snapshot().percentile_distribution();
+            std::fs::write(&path, hgrm).with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(operator) = &report.operator_latency {
+            let path = dir.join(format!("{}-operator.hgrm", report.variant));
+            std::fs::write(&path, operator)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// One line per variant and scenario, for standard output.
+pub(crate) fn print_table(reports: &[VariantReport]) {
+    println!(
+        "\n{:<12} {:<9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "variant", "scenario", "injected", "reverted", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for r in reports {
+        if let Some(s) = &r.steady {
+            let q = s.latency.snapshot().summary();
+            println!(
+                "{:<12} {:<9} {:>8} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                r.variant.to_string(),
+                "steady",
+                s.injected,
+                s.reverted,
+                ms(q.p50),
+                ms(q.p90),
+                ms(q.p99),
+                ms(q.max)
+            );
+        }
+        if let Some(s) = r.steady.as_ref().filter(|s| s.breakdown.measured > 0) {
+            let stages: Vec<String> = s
+                .breakdown
+                .summary()
+                .iter()
+                .map(|st| format!("{} {:.0}/{:.0}", st.stage, st.p50_ms, st.p99_ms))
+                .collect();
+            println!(
+                "{:<12} {:<9} p50/p99 ms: {}",
+                r.variant.to_string(),
+                "stages",
+                stages.join(", ")
+            );
+        }
+        if let Some(times) = &r.repeated {
+            let all: Vec<String> = times.iter().map(|d| format!("{:.0}", ms(*d))).collect();
+            println!(
+                "{:<12} {:<9} ms: {}",
+                r.variant.to_string(),
+                "repeated",
+                all.join(" ")
+            );
+        }
+        if let Some(storm) = &r.storm {
+            println!(
+                "{:<12} {:<9} {} patches in {:.0} ms -> {} triggers, {} fast reconciles, {} reverted objects; reverted {:.0} ms after the last patch",
+                r.variant.to_string(),
+                "storm",
+                storm.patches,
+                storm.patching_ms,
+                storm.triggers,
+                storm.fast_reconciles,
+                storm.reverted_objects,
+                storm.revert_after_last_patch_ms
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_cpu_time_and_a_peak_rss() {
+        let stats = process_stats(std::process::id()).expect("/proc of this process");
+        assert!(stats.peak_rss_mib > 1.0, "{stats:?}");
+        assert!(stats.cpu_seconds >= 0.0, "{stats:?}");
+    }
+
+    #[test]
+    fn a_ratio_to_nothing_is_none() {
+        assert_eq!(ratio(Duration::from_secs(1), Duration::ZERO), None);
+        assert_eq!(
+            ratio(Duration::from_secs(3), Duration::from_secs(2)),
+            Some(1.5)
+        );
+    }
+}

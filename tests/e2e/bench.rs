@@ -1,0 +1,153 @@
+//! `kube-sentinel bench` on a short profile, as CI runs it: its own control plane, every
+//! variant (ours in both modes, the three baselines) under the same load, and the figures.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use kube_sentinel::testenv::ControlPlaneConfig;
+use serde_json::Value;
+
+/// The short profile: two resources, one drift a second for six seconds.
+const SHORT_PROFILE: [&str; 20] = [
+    "--resources",
+    "2",
+    "--rate",
+    "1",
+    "--duration",
+    "6s",
+    "--modes",
+    "trailing,leading",
+    "--baselines",
+    "single-lane,watch-owned,resync",
+    "--resync",
+    "5s",
+    "--storm-patches",
+    "100",
+    "--repeats",
+    "2",
+    "--seed",
+    "7",
+    "--scenarios",
+    "steady,repeated,storm",
+];
+
+#[test]
+fn a_short_bench_measures_every_variant_and_loses_no_drift() {
+    let bin_dir = ControlPlaneConfig::from_build_script()
+        .expect("control-plane binaries")
+        .bin_dir;
+    let dir = tempfile::Builder::new()
+        .prefix("kube-sentinel-e2e-bench-")
+        .tempdir()
+        .expect("workdir");
+    let out = dir.path().join("out");
+    let stdout = std::fs::File::create(dir.path().join("stdout")).expect("stdout file");
+    let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
+        .args(["--exit-on-stdin-eof", "bench"])
+        .args(SHORT_PROFILE)
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--out-dir")
+        .arg(&out)
+        // Held open until the bench ends: if this test dies, the bench stops.
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn kube-sentinel bench");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let (stdout, stderr) = (read("stdout"), read("stderr"));
+    assert!(
+        status.success(),
+        "{status}\n{stdout}\n---- stderr ----\n{stderr}"
+    );
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    )
+    .expect("JSON");
+    let variants = summary["variants"].as_array().expect("variants");
+    let names: Vec<&str> = variants
+        .iter()
+        .map(|v| v["variant"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "trailing",
+            "leading",
+            "single-lane",
+            "watch-owned",
+            "resync"
+        ],
+        "{stdout}"
+    );
+    for v in variants {
+        let name = v["variant"].as_str().expect("a name");
+        let steady = &v["steady"];
+        let injected = steady["injected"].as_u64().expect("injected");
+        assert!(injected >= 3, "{name}: {steady:#}");
+        assert_eq!(
+            steady["reverted"], injected,
+            "{name}: every drift reverted: {steady:#}"
+        );
+        assert_eq!(steady["lost"], 0, "{name}: {steady:#}");
+        assert_eq!(steady["write_errors"], 0, "{name}: {steady:#}");
+        let p50 = steady["latency_ms"]["p50"].as_f64().expect("p50");
+        let max = steady["latency_ms"]["max"].as_f64().expect("max");
+        assert!(0.0 < p50 && p50 <= max, "{name}: {steady:#}");
+        assert!(
+            steady["ratio_to_trailing"]["p99"].as_f64().is_some(),
+            "{name}: a ratio to ours: {steady:#}"
+        );
+        assert!(
+            out.join(format!("{name}-steady.hgrm")).exists(),
+            "{name}: its .hgrm file"
+        );
+        let programs = v["programs"].as_array().expect("programs");
+        let expected = if name == "watch-owned" || name == "resync" {
+            1
+        } else {
+            2
+        };
+        assert_eq!(programs.len(), expected, "{name}: {programs:?}");
+        for p in programs {
+            assert!(
+                p["stats"]["peak_rss_mib"].as_f64().expect("rss") > 1.0,
+                "{p}"
+            );
+        }
+    }
+    for ours in &variants[..2] {
+        let repeated = ours["repeated"]["latency_ms"].as_array().expect("repeated");
+        assert_eq!(repeated.len(), 2, "{ours:#}");
+        let storm = &ours["storm"];
+        assert_eq!(storm["patches"], 100, "{storm:#}");
+        assert!(
+            storm["triggers"].as_f64().expect("triggers") >= 1.0,
+            "{storm:#}"
+        );
+        assert!(
+            storm["reverted_objects"].as_f64().expect("reverts") >= 1.0,
+            "{storm:#}"
+        );
+    }
+    assert!(
+        stdout.contains("variant      scenario"),
+        "the table: {stdout}"
+    );
+}
