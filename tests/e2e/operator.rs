@@ -1199,7 +1199,13 @@ mod election {
             || async { (http_get(a_port, "/readyz").await.as_deref() == Some("ok")).then_some(()) },
         )
         .await;
-        assert_eq!(holder().await.as_deref(), Some("first"));
+        // Ready does not mean leading (a standby is Ready too): wait for the Lease.
+        eventually(
+            Duration::from_secs(30),
+            "the first instance holds the Lease",
+            || async { (holder().await.as_deref() == Some("first")).then_some(()) },
+        )
+        .await;
         let (b_port, b_stop, b_task) = start("second");
         running::create(&client, &ns, &running::cluster("db", json!({"tls": null}))).await;
         let clusters: Api<kube_sentinel::operator::crd::StatefulCluster> =
