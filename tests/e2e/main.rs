@@ -7,6 +7,7 @@ mod end_to_end;
 mod leader;
 mod operator;
 mod operator_owned;
+mod ownership;
 mod sentinel;
 mod sentinel_security;
 mod smoke;
