@@ -116,6 +116,12 @@ impl ControlPlane {
             // the ServiceAccount admission plugin would then refuse every Pod.
             args.push("--disable-admission-plugins=ServiceAccount".into());
         }
+        if !config.admission_plugins.is_empty() {
+            args.push(format!(
+                "--enable-admission-plugins={}",
+                config.admission_plugins.join(",")
+            ));
+        }
         self.spawn(config, "kube-apiserver", &args)?;
         let admin = self.admin_client().await?;
         self.wait_for_readyz(&admin, config.ready_timeout)

@@ -4,6 +4,7 @@
 mod demo;
 mod deploy;
 mod end_to_end;
+mod finalizers;
 mod leader;
 mod operator;
 mod operator_owned;
