@@ -1,6 +1,7 @@
 //! Integration tests against a real kube-apiserver, etcd and kube-controller-manager, built
 //! from their upstream Go modules. One control plane serves the whole run (see `support`).
 
+mod bad_objects;
 mod demo;
 mod deploy;
 mod end_to_end;
