@@ -380,8 +380,44 @@ pub fn crd() -> CustomResourceDefinition {
         if let Some(status) = schema.properties.as_mut().and_then(|p| p.get_mut("status")) {
             strip_defaults(status);
         }
+        bound_integers(schema);
     }
     crd
+}
+
+/// Largest integer a JSON number carries exactly: the bound of the `u64` counters.
+const MAX_JSON_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// Gives every 32-bit and unsigned integer a schema range the operator can decode, so no
+/// writer (status included) can store a value that would fail to deserialize; replaces the
+/// `uint32`/`uint64` formats, which the API server does not know (kubectl warns about them),
+/// with `int64`.
+fn bound_integers(schema: &mut JSONSchemaProps) {
+    if schema.type_.as_deref() == Some("integer") {
+        let (min, max) = match schema.format.as_deref() {
+            Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX)),
+            Some("uint32") => (0.0, f64::from(u32::MAX)),
+            Some("uint64") => (0.0, MAX_JSON_INTEGER),
+            _ => return,
+        };
+        if schema.format.as_deref() != Some("int32") {
+            schema.format = Some("int64".into());
+        }
+        schema.minimum = Some(schema.minimum.map_or(min, |m| m.max(min)));
+        schema.maximum = Some(schema.maximum.map_or(max, |m| m.min(max)));
+        return;
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        bound_integers(child);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        bound_integers(items);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(extra)) =
+        schema.additional_properties.as_mut()
+    {
+        bound_integers(extra);
+    }
 }
 
 fn strip_defaults(schema: &mut JSONSchemaProps) {

@@ -116,6 +116,12 @@ impl ControlPlane {
             // the ServiceAccount admission plugin would then refuse every Pod.
             args.push("--disable-admission-plugins=ServiceAccount".into());
         }
+        if !config.admission_plugins.is_empty() {
+            args.push(format!(
+                "--enable-admission-plugins={}",
+                config.admission_plugins.join(",")
+            ));
+        }
         self.spawn(config, "kube-apiserver", &args)?;
         let probe = quiet_client_from_kubeconfig(self.admin_kubeconfig.clone()).await?;
         self.wait_for_readyz(&probe, config.ready_timeout)

@@ -61,6 +61,9 @@ pub struct ControlPlaneConfig {
     pub data_parent: Option<PathBuf>,
     /// How long to wait for `/readyz`.
     pub ready_timeout: Duration,
+    /// Admission plugins enabled beyond the API server's defaults (e.g.
+    /// `OwnerReferencesPermissionEnforcement`).
+    pub admission_plugins: Vec<String>,
 }
 
 impl ControlPlaneConfig {
@@ -71,6 +74,7 @@ impl ControlPlaneConfig {
             controller_manager: true,
             data_parent: None,
             ready_timeout: Duration::from_secs(120),
+            admission_plugins: Vec::new(),
         }
     }
 

@@ -1,14 +1,17 @@
 //! Integration tests against a real kube-apiserver, etcd and kube-controller-manager, built
 //! from their upstream Go modules. One control plane serves the whole run (see `support`).
 
+mod bad_objects;
 mod bench;
 mod demo;
 mod deploy;
 mod end_to_end;
+mod finalizers;
 mod leader;
 mod liveness;
 mod operator;
 mod operator_owned;
+mod ownership;
 mod sentinel;
 mod sentinel_security;
 mod smoke;

@@ -5,6 +5,7 @@
 //! every Service DNS name (SANs) and not be within `rotateBeforeDays` of expiry; `ca.crt` must
 //! be the CA. Anything that fails is issued again; the Secrets are then converged like any
 //! other object, so an edited label or an extra key is removed and a deleted Secret re-created.
+//! A Secret under a derived name that the resource does not control is never used to sign.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ use rcgen::{
 };
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use super::{Error, Names, ObjectChange, Result, converge, owned_meta};
+use super::{Error, Names, ObjectChange, Result, check_controlled, converge, owned_meta};
 use crate::operator::crd::{CertificateStatus, OwnedObject, StatefulCluster, TlsSpec};
 
 /// Lifetime of the CA in days.
@@ -262,6 +263,12 @@ impl CertManager {
             .get_opt(&names.tls_secret())
             .await
             .map_err(Error::kube("reading the TLS Secret"))?;
+        // A Secret under a derived name that the operator did not create is neither read (its
+        // CA would sign the serving certificate) nor written.
+        let uid = cr.metadata.uid.as_deref().ok_or(Error::Incomplete("uid"))?;
+        for secret in ca_secret.iter().chain(&tls_secret) {
+            check_controlled(&secret.metadata, uid, "Secret")?;
+        }
         let mut reissued = Vec::new();
         let ca = valid_ca(ca_secret.as_ref(), names, now, &mut reissued)?;
         let (serving, checked) =

@@ -6,7 +6,8 @@
 //! So after the apply, [`converge`] reads `metadata.managedFields`, and every field owned by
 //! another manager that is absent from the desired object is removed with a JSON Patch guarded
 //! by the `resourceVersion` it was computed from. Status (a subresource) is never touched.
-//! Deleted objects are simply created by the apply.
+//! Deleted objects are simply created by the apply. An existing object whose controller owner
+//! reference is not the resource's is never written ([`super::Error::NameConflict`]).
 
 use serde_json::{Map, Value, json};
 
@@ -72,6 +73,9 @@ pub async fn converge(
         .get_opt(&name)
         .await
         .map_err(Error::kube(context.clone()))?;
+    if let (Some(before), Some(owner_uid)) = (&before, controller_uid(desired)) {
+        super::check_controlled(&before.metadata, owner_uid, kind)?;
+    }
     let after = apply_and_prune(api, kind, &name, desired, &context).await?;
     let (action, changed) = compare(before.as_ref(), &after)?;
     let verified = match action {
@@ -85,6 +89,16 @@ pub async fn converge(
         changed,
         verified,
     })
+}
+
+/// The UID of the controller owner reference `desired` carries (every object the managers
+/// build has one).
+fn controller_uid(desired: &Value) -> Option<&str> {
+    desired["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)?["uid"]
+        .as_str()
 }
 
 /// The forced apply, then the removal of foreign fields, retried while the object changes

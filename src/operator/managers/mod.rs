@@ -61,6 +61,17 @@ pub enum Error {
     /// An object could not be converted to or from JSON.
     #[error("serializing {0}: {1}")]
     Json(&'static str, serde_json::Error),
+    /// An object with a derived name exists but is not controlled by this resource: it is left
+    /// untouched.
+    #[error(
+        "{kind} {name} exists and is not controlled by this StatefulCluster; rename or remove it"
+    )]
+    NameConflict {
+        /// Its kind.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
 }
 
 impl Error {
@@ -159,6 +170,23 @@ pub fn owned_meta(
         labels: Some(owned_labels(names, component)),
         owner_references: Some(vec![owner_reference(cr)?]),
         ..Default::default()
+    })
+}
+
+/// Fails with [`Error::NameConflict`] unless `meta` (of an existing object) has a controller
+/// owner reference with UID `owner_uid`: the operator adopts only what it created.
+pub fn check_controlled(meta: &ObjectMeta, owner_uid: &str, kind: &str) -> Result<()> {
+    let controlled = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == owner_uid);
+    if controlled {
+        return Ok(());
+    }
+    Err(Error::NameConflict {
+        kind: kind.to_string(),
+        name: meta.name.clone().unwrap_or_default(),
     })
 }
 

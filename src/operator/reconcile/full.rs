@@ -168,7 +168,7 @@ impl Context {
         self.metrics.manager_ran("infra", "full");
         match self.infra.reconcile(cr, names, plan, &[]).await {
             Ok(changes) => log_changes("infra", &changes),
-            Err(e) => pass.fail("InfraFailed", e),
+            Err(e) => self.manager_failed(cr, pass, "InfraFailed", e).await,
         }
     }
 
@@ -198,7 +198,7 @@ impl Context {
                 status.certificate = Some(outcome.status);
             }
             Ok(None) => status.certificate = None,
-            Err(e) => pass.fail("CertificateFailed", e),
+            Err(e) => self.manager_failed(cr, pass, "CertificateFailed", e).await,
         }
     }
 
@@ -225,6 +225,26 @@ impl Context {
             Ok(None) => status.backup = None,
             Err(e) => pass.fail("BackupFailed", e),
         }
+    }
+
+    /// Records a manager's failure under `reason`, or under `NameConflict` with a Warning
+    /// Event naming the object when the failure is a name taken by an object not ours.
+    async fn manager_failed(
+        &self,
+        cr: &StatefulCluster,
+        pass: &mut Pass,
+        reason: &'static str,
+        error: managers::Error,
+    ) {
+        if let managers::Error::NameConflict { kind, name } = &error {
+            let note =
+                format!("{kind} {name} is not controlled by this StatefulCluster: left untouched");
+            self.event(cr, EventType::Warning, "NameConflict", "Reconcile", note)
+                .await;
+            pass.fail("NameConflict", error);
+            return;
+        }
+        pass.fail(reason, error);
     }
 
     /// Members the serving StatefulSet reports ready (0 if it is missing).
