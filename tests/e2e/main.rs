@@ -12,3 +12,4 @@ mod sentinel_security;
 mod smoke;
 mod support;
 mod testenv;
+mod timestamps;

@@ -5,7 +5,7 @@
 //! operator's own watch saw changed.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 
@@ -263,7 +263,7 @@ impl Context {
             .unwrap_or(0);
         let mut status = json!({"sentinel": {
             "lastHandledTriggerID": trigger_id,
-            "lastHandledAt": Time(now()),
+            "lastHandledAt": MicroTime(now()),
             "lastOutcome": outcome,
             "revertedObjects": if reverted.is_empty() { Value::Null } else { json!(reverted) },
             "corrections": previous + reverted.len() as u64,
