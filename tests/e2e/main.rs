@@ -5,6 +5,7 @@ mod demo;
 mod deploy;
 mod end_to_end;
 mod leader;
+mod leadership_deletions;
 mod operator;
 mod operator_owned;
 mod sentinel;

@@ -38,12 +38,18 @@ async fn detected_latency(port: u16) -> (u64, f64) {
         .await
         .unwrap_or_default();
     let read = |suffix: &str| {
-        let prefix = format!("kube_sentinel_operator_revert_latency_seconds_{suffix}{{since=\"detected\"}} ");
+        let prefix = format!(
+            "kube_sentinel_operator_revert_latency_seconds_{suffix}{{since=\"detected\"}} "
+        );
         text.lines()
             .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
     };
-    let count = read("count").and_then(|c| c.trim().parse().ok()).unwrap_or(0);
-    let sum = read("sum").and_then(|s| s.trim().parse().ok()).unwrap_or(0.0);
+    let count = read("count")
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0);
+    let sum = read("sum")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0.0);
     (count, sum)
 }
 
