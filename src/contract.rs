@@ -15,7 +15,7 @@
 //! A resource needs the operator's attention when `triggerID` is set and differs from
 //! `lastHandledTriggerID` ([`is_pending`]).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -117,12 +117,12 @@ pub struct SentinelTrigger {
     /// A UUID v4, new for every trigger.
     #[serde(rename = "triggerID", default, skip_serializing_if = "Option::is_none")]
     pub trigger_id: Option<String>,
-    /// When the sentinel wrote the trigger.
+    /// When the sentinel wrote the trigger (RFC 3339 with microseconds; whole seconds read too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub triggered_at: Option<Time>,
-    /// When the sentinel received the first drift event of the burst.
+    pub triggered_at: Option<MicroTime>,
+    /// When the sentinel received the first drift event of the burst (microseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detected_at: Option<Time>,
+    pub detected_at: Option<MicroTime>,
     /// The drifted objects, at most [`MAX_DRIFTED_OBJECTS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drifted_objects: Vec<DriftedObject>,

@@ -14,7 +14,7 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::{
         CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, ValidationRule,
     },
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time},
 };
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -320,9 +320,9 @@ pub struct SentinelStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub last_handled_trigger_id: Option<String>,
-    /// When it was handled.
+    /// When it was handled (microseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_handled_at: Option<Time>,
+    pub last_handled_at: Option<MicroTime>,
     /// What handling it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<Outcome>,

@@ -13,7 +13,9 @@
 //!   owner is being deleted or gone.
 //! * **Catch-up**: a standby keeps its records warm; when it becomes the leader it re-judges
 //!   every record against its owner's last trigger, so drift the previous leader saw but did not
-//!   trigger is not lost, and drift it did trigger is not triggered again.
+//!   trigger is not lost, and drift it did trigger is not triggered again. Deletions are kept
+//!   for [`DELETIONS_KEPT`] (at most [`MAX_DELETIONS_KEPT`]) so that an object deleted while the
+//!   Lease moved, whose burst a standby dropped, is re-judged too.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -43,6 +45,12 @@ use crate::{
         actor::{ActorFilter, FirstSight, Verdict},
     },
 };
+
+/// How long a deletion is kept for catch-up: far beyond a Lease handover (lease duration plus
+/// a renew period, seconds), and bounded; older deletions are left to the operator's resync.
+pub const DELETIONS_KEPT: Duration = Duration::from_secs(10 * 60);
+/// Most deletions kept for catch-up (a mass deletion must not grow memory without bound).
+pub const MAX_DELETIONS_KEPT: usize = 10_000;
 
 /// Input of the detector.
 #[derive(Debug)]
@@ -163,6 +171,8 @@ pub struct Detector<O> {
     relisting: HashMap<&'static str, HashSet<ObjectKey>>,
     /// The owner of every recorded object, for deletions and catch-up.
     owner_of: HashMap<ObjectKey, NamespacedName>,
+    /// Recent deletions, for catch-up: the owner and when the deletion was seen.
+    deleted: HashMap<ObjectKey, (NamespacedName, Timestamp)>,
 }
 
 impl<O: OwnerLookup> Detector<O> {
@@ -183,6 +193,7 @@ impl<O: OwnerLookup> Detector<O> {
             synced: HashSet::new(),
             relisting: HashMap::new(),
             owner_of: HashMap::new(),
+            deleted: HashMap::new(),
         }
     }
 
@@ -251,6 +262,7 @@ impl<O: OwnerLookup> Detector<O> {
         };
         let verdict = self.filter.observe(&key, meta, first);
         self.owner_of.insert(key.clone(), owner.clone());
+        self.deleted.remove(&key);
         match verdict {
             Verdict::Ignored(reason) => {
                 self.ignored(reason.as_str());
@@ -267,8 +279,50 @@ impl<O: OwnerLookup> Detector<O> {
             self.ignored("no_owner");
             return None;
         };
+        self.keep_deletion(&key, &owner);
         let state = self.owners.owner_state(&owner);
         self.drift(key, owner, state, DriftChange::Deleted, Vec::new())
+    }
+
+    /// Records a deletion for catch-up, dropping those older than [`DELETIONS_KEPT`] and, past
+    /// [`MAX_DELETIONS_KEPT`], the oldest.
+    fn keep_deletion(&mut self, key: &ObjectKey, owner: &NamespacedName) {
+        let now = Timestamp::now();
+        let horizon = now - DELETIONS_KEPT;
+        self.deleted.retain(|_, (_, at)| *at >= horizon);
+        if self.deleted.len() >= MAX_DELETIONS_KEPT {
+            let oldest = self
+                .deleted
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.deleted.remove(&oldest);
+            }
+        }
+        self.deleted.insert(key.clone(), (owner.clone(), now));
+    }
+
+    /// Recent deletions not covered by their owner's last trigger or acknowledgement.
+    fn deletions_to_catch_up(&mut self) -> Vec<DriftEvent> {
+        let horizon = Timestamp::now() - DELETIONS_KEPT;
+        let deletions: Vec<(ObjectKey, NamespacedName, Timestamp)> = self
+            .deleted
+            .iter()
+            .filter(|(_, (_, at))| *at >= horizon)
+            .map(|(k, (o, at))| (k.clone(), o.clone(), *at))
+            .collect();
+        deletions
+            .into_iter()
+            .filter_map(|(key, owner, at)| {
+                let state = self.owners.owner_state(&owner);
+                let handled = state.as_ref().and_then(|s| s.last_trigger);
+                if handled.is_some_and(|h| h > at) {
+                    return None;
+                }
+                self.drift(key, owner, state, DriftChange::Deleted, Vec::new())
+            })
+            .collect()
     }
 
     fn list_done(&mut self, kind: &'static str) -> Vec<DriftEvent> {
@@ -297,7 +351,7 @@ impl<O: OwnerLookup> Detector<O> {
             .iter()
             .map(|(k, o)| (k.clone(), o.clone()))
             .collect();
-        candidates
+        let mut events: Vec<DriftEvent> = candidates
             .into_iter()
             .filter_map(|(key, owner)| {
                 let state = self.owners.owner_state(&owner);
@@ -308,7 +362,9 @@ impl<O: OwnerLookup> Detector<O> {
                 }
                 self.drift(key, owner, state, DriftChange::Modified, managers)
             })
-            .collect()
+            .collect();
+        events.extend(self.deletions_to_catch_up());
+        events
     }
 
     fn drift(
@@ -554,6 +610,22 @@ mod tests {
             }
         );
         assert_eq!(out[0].managers, ["kubectl"]);
+    }
+
+    #[test]
+    fn catch_up_replays_deletions_newer_than_the_last_trigger_until_recreated() {
+        let mut d = detector([(owner("a"), OwnerState::default())].into());
+        listed(&mut d, "Service", vec![]);
+        let svc = |rv: &str| meta("a", "a", rv, vec![entry(OP, 1)]);
+        d.handle(Input::Watch("Service", watcher::Event::Apply(svc("1"))));
+        d.handle(Input::Watch("Service", watcher::Event::Delete(svc("2"))));
+        assert_eq!(
+            names(&d.handle(Input::CatchUp)),
+            [("a".into(), DriftChange::Deleted)]
+        );
+        // Re-created by the operator: nothing left to catch up.
+        d.handle(Input::Watch("Service", watcher::Event::Apply(svc("3"))));
+        assert!(d.handle(Input::CatchUp).is_empty());
     }
 
     #[test]

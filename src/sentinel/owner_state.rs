@@ -4,7 +4,7 @@
 //! deletion and last trigger ([`OwnerState`]).
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::DynamicObject;
 use serde::Deserialize;
 
@@ -35,8 +35,8 @@ struct SpecView {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct SentinelStatusView {
-    triggered_at: Option<Time>,
-    last_handled_at: Option<Time>,
+    triggered_at: Option<MicroTime>,
+    last_handled_at: Option<MicroTime>,
 }
 
 impl OwnerState {

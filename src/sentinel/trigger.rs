@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{
     Api,
     api::{DynamicObject, Patch, PatchParams},
@@ -98,8 +98,8 @@ impl DriftBurst {
     pub fn to_trigger(&self, now: Timestamp) -> SentinelTrigger {
         SentinelTrigger {
             trigger_id: Some(uuid::Uuid::new_v4().to_string()),
-            triggered_at: Some(Time(now)),
-            detected_at: Some(Time(self.first_received)),
+            triggered_at: Some(MicroTime(now)),
+            detected_at: Some(MicroTime(self.first_received)),
             drifted_objects: self.objects.clone(),
             drifted_total: Some(u32::try_from(self.total()).unwrap_or(u32::MAX)),
         }
@@ -188,7 +188,7 @@ mod tests {
         let now = Timestamp::from_second(1002).expect("time");
         let t = b.to_trigger(now);
         assert_eq!(t.drifted_total, Some(42));
-        assert_eq!(t.detected_at, Some(Time(t0)));
+        assert_eq!(t.detected_at, Some(MicroTime(t0)));
         let id = t.trigger_id.expect("id");
         assert_eq!(
             uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(),

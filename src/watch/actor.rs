@@ -30,7 +30,7 @@
 //!   kind).
 //! * **First sight**: an object created while the filter runs is attributed to its creators
 //!   ([`FirstSight::Created`]); an object found by the initial list is drift only for foreign
-//!   entries newer than a caller-given instant, the owner's last trigger
+//!   entries written in or after the second of a caller-given instant, the owner's last trigger
 //!   ([`FirstSight::Listed`]), so a restart catches drift made while it was down and does not
 //!   trigger twice for drift already handled.
 //!
@@ -53,13 +53,25 @@ use super::ObjectKey;
 /// or wiped by the request itself).
 pub const UNKNOWN_ACTOR: &str = "<unknown: managedFields edited>";
 
+/// Whether an entry written at `time` (whole seconds, as managedFields record it) may be
+/// newer than the instant whose second is `after` (`None`: ever). A tie counts: within one
+/// second the order is unknown, and a spurious trigger costs a no-op revert while a lost one
+/// costs the drift.
+fn written_since(time: Option<i64>, after: Option<i64>) -> bool {
+    match (time, after) {
+        (Some(t), Some(a)) => t >= a,
+        (_, None) => true,
+        (None, Some(_)) => false,
+    }
+}
+
 /// How to judge an object the filter has no record of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FirstSight {
     /// Created (or entered the watch) while the filter ran: every entry is a write.
     Created,
-    /// Found by an initial list: only entries newer than this instant (the owner's last
-    /// trigger or acknowledgement; `None`: ever) count as writes.
+    /// Found by an initial list: only entries written in or after this instant's second (the
+    /// owner's last trigger or acknowledgement; `None`: ever) count as writes.
     Listed(Option<Timestamp>),
 }
 
@@ -246,11 +258,7 @@ impl ActorFilter {
                 let newer: Vec<&EntrySig> = current
                     .entries
                     .iter()
-                    .filter(|e| match (e.time, after) {
-                        (Some(t), Some(a)) => t > a,
-                        (_, None) => true,
-                        (None, Some(_)) => false,
-                    })
+                    .filter(|e| written_since(e.time, after))
                     .collect();
                 if !newer.iter().any(|e| self.is_foreign(e)) {
                     return Verdict::Ignored(IgnoreReason::Listed);
@@ -305,11 +313,7 @@ impl ActorFilter {
             .into_iter()
             .flat_map(|s| s.entries.iter())
             .filter(|e| self.is_foreign(e))
-            .filter(|e| match (e.time, after) {
-                (Some(t), Some(a)) => t > a,
-                (_, None) => true,
-                (None, Some(_)) => false,
-            })
+            .filter(|e| written_since(e.time, after))
             .map(|e| e.manager.clone())
             .collect();
         managers.sort();

@@ -33,27 +33,27 @@ use crate::support::{
 
 /// A trigger as seen on the custom resource.
 #[derive(Clone, Debug)]
-struct Seen {
-    id: String,
-    objects: Vec<(String, String)>,
+pub(crate) struct Seen {
+    pub(crate) id: String,
+    pub(crate) objects: Vec<(String, String)>,
     total: u64,
     at: tokio::time::Instant,
 }
 
-struct Fixture {
-    ns: String,
-    admin: Client,
-    clusters: Api<DynamicObject>,
+pub(crate) struct Fixture {
+    pub(crate) ns: String,
+    pub(crate) admin: Client,
+    pub(crate) clusters: Api<DynamicObject>,
     resource: ApiResource,
-    kubeconfig: std::path::PathBuf,
+    pub(crate) kubeconfig: std::path::PathBuf,
     metrics_port: u16,
-    args: Vec<String>,
+    pub(crate) args: Vec<String>,
     sentinel: Option<Program>,
     triggers: Arc<Mutex<Vec<(String, Seen)>>>,
     _watch: tokio::task::JoinHandle<()>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -63,7 +63,7 @@ fn free_port() -> u16 {
 impl Fixture {
     /// A namespace with the sentinel's RBAC and policy, a watch recording every trigger, and
     /// the sentinel started with `args` (plus its namespace and a metrics port).
-    async fn start(prefix: &str, args: &[&str]) -> Self {
+    pub(crate) async fn start(prefix: &str, args: &[&str]) -> Self {
         let cp = control_plane();
         let admin = cp.admin().await;
         let resource = install_crd(&admin).await;
@@ -133,7 +133,7 @@ impl Fixture {
         f
     }
 
-    async fn start_sentinel(&mut self) {
+    pub(crate) async fn start_sentinel(&mut self) {
         let mut args = vec!["sentinel"];
         args.extend(self.args.iter().map(String::as_str));
         self.sentinel = Some(Program::spawn("sentinel", &args, &self.kubeconfig));
@@ -158,18 +158,18 @@ impl Fixture {
         }
     }
 
-    fn stop_sentinel(&mut self) {
+    pub(crate) fn stop_sentinel(&mut self) {
         if let Some(mut s) = self.sentinel.take() {
             s.kill();
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.sentinel.as_ref().map(Program::log).unwrap_or_default()
     }
 
     /// Creates StatefulCluster `name` (minimal sample, `spec` merged in); returns its uid.
-    async fn cluster(&self, name: &str, spec: Value) -> String {
+    pub(crate) async fn cluster(&self, name: &str, spec: Value) -> String {
         let text =
             std::fs::read_to_string(format!("{REPO}/deploy/samples/minimal.yaml")).expect("sample");
         let mut obj = kube_sentinel::manifests::parse(&text)
@@ -203,7 +203,7 @@ impl Fixture {
 
     /// The operator's objects for cluster `owner`: a StatefulSet, a Service and a ConfigMap,
     /// each named `name`, applied with the operator's field manager.
-    async fn operator_objects(&self, name: &str, owner: &str, uid: &str) {
+    pub(crate) async fn operator_objects(&self, name: &str, owner: &str, uid: &str) {
         let meta = self.metadata(name, owner, uid);
         let op = PatchParams::apply(OPERATOR_FIELD_MANAGER).force();
         let sts = json!({
@@ -242,25 +242,25 @@ impl Fixture {
             .expect("configmap");
     }
 
-    fn sts(&self) -> Api<StatefulSet> {
+    pub(crate) fn sts(&self) -> Api<StatefulSet> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
-    fn svc(&self) -> Api<Service> {
+    pub(crate) fn svc(&self) -> Api<Service> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
-    fn cm(&self) -> Api<ConfigMap> {
+    pub(crate) fn cm(&self) -> Api<ConfigMap> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
 
     /// A foreign merge patch by field manager `manager`.
-    fn foreign(manager: &str) -> PatchParams {
+    pub(crate) fn foreign(manager: &str) -> PatchParams {
         PatchParams {
             field_manager: Some(manager.into()),
             ..Default::default()
         }
     }
 
-    fn triggers(&self, cluster: &str) -> Vec<Seen> {
+    pub(crate) fn triggers(&self, cluster: &str) -> Vec<Seen> {
         self.triggers
             .lock()
             .expect("lock")
@@ -271,7 +271,7 @@ impl Fixture {
     }
 
     /// Waits for the `n`th trigger of `cluster`.
-    async fn nth_trigger(&self, cluster: &str, n: usize, timeout: Duration) -> Seen {
+    pub(crate) async fn nth_trigger(&self, cluster: &str, n: usize, timeout: Duration) -> Seen {
         let what = format!("trigger #{n} on {cluster}");
         let found = tokio::time::timeout(timeout, async {
             loop {
@@ -291,11 +291,11 @@ impl Fixture {
     }
 }
 
-const FAST: &[&str] = &["--debounce", "1s", "--max-wait", "4s", "--jitter", "0s"];
+pub(crate) const FAST: &[&str] = &["--debounce", "1s", "--max-wait", "4s", "--jitter", "0s"];
 /// A window and a margin: after this much quiet, no trigger is still due.
-const SETTLE: Duration = Duration::from_secs(3);
+pub(crate) const SETTLE: Duration = Duration::from_secs(3);
 
-fn names(t: &Seen) -> Vec<String> {
+pub(crate) fn names(t: &Seen) -> Vec<String> {
     let mut n: Vec<String> = t.objects.iter().map(|(k, n)| format!("{k}/{n}")).collect();
     n.sort();
     n

@@ -7,7 +7,7 @@
 use std::{collections::HashMap, sync::Mutex};
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 
@@ -167,7 +167,7 @@ impl Context {
         let status = json!({
             "sentinel": {
                 "lastHandledTriggerID": trigger_id,
-                "lastHandledAt": Time(now()),
+                "lastHandledAt": MicroTime(now()),
                 "lastOutcome": Outcome::Failed,
                 "lastError": message,
                 "revertedObjects": Value::Null,
@@ -380,7 +380,7 @@ impl Context {
             .unwrap_or(0);
         let mut status = json!({"sentinel": {
             "lastHandledTriggerID": trigger_id,
-            "lastHandledAt": Time(now()),
+            "lastHandledAt": MicroTime(now()),
             "lastOutcome": outcome,
             "lastError": Value::Null,
             "revertedObjects": if reverted.is_empty() { Value::Null } else { json!(reverted) },

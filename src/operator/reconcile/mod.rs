@@ -25,7 +25,7 @@ pub mod status;
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{
     Api, Client,
     runtime::events::{Recorder, Reporter},
@@ -122,7 +122,7 @@ fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
 
-fn since(t: Option<&Time>, now: jiff::Timestamp) -> Option<Duration> {
+fn since(t: Option<&MicroTime>, now: jiff::Timestamp) -> Option<Duration> {
     Duration::try_from(now.duration_since(t?.0)).ok()
 }
 
