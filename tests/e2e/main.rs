@@ -4,6 +4,7 @@
 mod demo;
 mod deploy;
 mod end_to_end;
+mod flags;
 mod leader;
 mod operator;
 mod operator_owned;
