@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use kube::{
     Api, Client,
     api::DynamicObject,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    runtime::events::{Event, EventType, Recorder},
 };
 
 use super::{
@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     contract::SentinelTrigger,
+    events::{self, SENTINEL_REPORTING_CONTROLLER},
     stream::{Delivery, Retry, RetryConfig, RetryOutcome, RetrySink},
     watch::{NamespacedName, OwnerKind},
 };
@@ -35,10 +36,7 @@ pub fn trigger_sink(
 ) -> impl Sink<(NamespacedName, Pending), Error = Infallible> {
     let recorder = Recorder::new(
         client.clone(),
-        Reporter {
-            controller: "kube-sentinel".into(),
-            instance: Some(identity),
-        },
+        events::reporter(SENTINEL_REPORTING_CONTROLLER, Some(identity)),
     );
     let outcome_metrics = metrics.clone();
     let config = RetryConfig {
@@ -144,12 +142,12 @@ async fn publish_event(
     let event = Event {
         type_: EventType::Normal,
         reason: "DriftDetected".into(),
-        note: Some(format!(
-            "drift on {} object(s): {}; trigger {}",
+        note: Some(events::note(format!(
+            "drift on {} object(s), trigger {}: {}",
             trigger.drifted_total.unwrap_or_default(),
-            names.join(", "),
-            trigger.trigger_id.as_deref().unwrap_or_default()
-        )),
+            trigger.trigger_id.as_deref().unwrap_or_default(),
+            names.join(", ")
+        ))),
         action: "Trigger".into(),
         secondary: None,
     };

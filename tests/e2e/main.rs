@@ -4,6 +4,7 @@
 mod demo;
 mod deploy;
 mod end_to_end;
+mod events;
 mod flags;
 mod leader;
 mod operator;

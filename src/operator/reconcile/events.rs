@@ -9,9 +9,6 @@ use kube::{
 use super::Context;
 use crate::operator::{crd::StatefulCluster, managers::ObjectChange};
 
-/// Longest Event note, in bytes.
-const MAX_NOTE: usize = 1000;
-
 impl Context {
     /// Publishes an Event on `cr`.
     pub(super) async fn event(
@@ -50,7 +47,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(truncate(note, MAX_NOTE)),
+            note: Some(crate::events::note(note)),
             action: action.into(),
             secondary,
         };
@@ -73,15 +70,4 @@ pub(super) fn describe(changes: &[&ObjectChange]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
 }
