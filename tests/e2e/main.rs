@@ -6,6 +6,7 @@ mod deploy;
 mod end_to_end;
 mod events;
 mod flags;
+mod identity;
 mod leader;
 mod operator;
 mod operator_owned;
