@@ -66,7 +66,9 @@ async fn each_program_may_write_only_its_own_lease() {
         || async {
             let result = sentinel.create(&pp, &lease(OPERATOR_LEASE, "evil")).await;
             if result.is_ok() {
-                let _ = admin_leases.delete(OPERATOR_LEASE, &Default::default()).await;
+                let _ = admin_leases
+                    .delete(OPERATOR_LEASE, &Default::default())
+                    .await;
             }
             refused(result)
         },
@@ -108,7 +110,10 @@ async fn each_program_may_write_only_its_own_lease() {
             Some(403),
             "the {who} read {other}"
         );
-        let mut taken = api.get(other).await.unwrap_or_else(|_| lease(other, "evil"));
+        let mut taken = api
+            .get(other)
+            .await
+            .unwrap_or_else(|_| lease(other, "evil"));
         taken.metadata.resource_version = None;
         assert_eq!(
             refused(api.replace(other, &pp, &taken).await).map(|r| r.0),
@@ -116,13 +121,18 @@ async fn each_program_may_write_only_its_own_lease() {
             "the {who} replaced {other}"
         );
     }
-    let holders: Vec<Option<String>> = futures::future::join_all(
-        [OPERATOR_LEASE, SENTINEL_LEASE].map(|name| {
+    let holders: Vec<Option<String>> =
+        futures::future::join_all([OPERATOR_LEASE, SENTINEL_LEASE].map(|name| {
             let api = admin_leases.clone();
-            async move { api.get(name).await.expect("lease").spec.and_then(|s| s.holder_identity) }
-        }),
-    )
-    .await;
+            async move {
+                api.get(name)
+                    .await
+                    .expect("lease")
+                    .spec
+                    .and_then(|s| s.holder_identity)
+            }
+        }))
+        .await;
     assert_eq!(holders, [Some("op-0".into()), Some("sen-0".into())]);
 }
 
@@ -217,7 +227,11 @@ async fn reserved_field_manager_names_belong_to_their_identities() {
         .expect("the operator applies under its own name");
 
     // An impostor may not write under any reserved name, by apply or by update.
-    for manager in [OPERATOR_FIELD_MANAGER, "kube-controller-manager", "kube-sentinel"] {
+    for manager in [
+        OPERATOR_FIELD_MANAGER,
+        "kube-controller-manager",
+        "kube-sentinel",
+    ] {
         let denied = refused(
             intruder
                 .patch(
