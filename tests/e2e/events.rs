@@ -11,7 +11,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use kube_sentinel::contract::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     operator::running::{Kubelet, cluster, create, start_operator, trigger, wait_ready},
@@ -61,14 +61,13 @@ async fn the_operator_reports_as_kube_sentinel_dev_operator() {
     assert_eq!(event.type_.as_deref(), Some("Normal"));
 }
 
-/// Sixteen managed ConfigMaps with long names drift at once: the sentinel's `DriftDetected`
-/// note names them all (over 3 KiB), so it must be cut to be accepted.
-#[tokio::test]
-async fn the_sentinel_reports_as_kube_sentinel_dev_sentinel_with_a_note_cut_to_1_kib() {
+/// A namespace with the sentinel's manifests and a StatefulCluster `db`; returns the
+/// namespace and an admin client.
+async fn sentinel_namespace(prefix: &str) -> (String, kube::Client) {
     let cp = control_plane();
     let admin = cp.admin().await;
     let resource = install_crd(&admin).await;
-    let ns = cp.namespace("ev-sen").await;
+    let ns = cp.namespace(prefix).await;
     apply_component_manifests(&admin, "sentinel", &ns).await;
     let clusters: Api<kube::api::DynamicObject> =
         Api::namespaced_with(admin.clone(), &ns, &resource);
@@ -88,13 +87,13 @@ async fn the_sentinel_reports_as_kube_sentinel_dev_sentinel_with_a_note_cut_to_1
         )
         .await
         .expect("create cluster");
-    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
-    // Multi-byte characters cannot be in names; they are in the note through nothing else, so
-    // the cut is checked as UTF-8 by the API server accepting the Event and by the parse below.
-    let names: Vec<String> = (0..16)
-        .map(|i| format!("db-{i:02}-{}", "x".repeat(240)))
-        .collect();
-    for name in &names {
+    (ns, admin)
+}
+
+/// Creates managed ConfigMaps `names` owned by `db` (by the instance label).
+async fn managed_configmaps(admin: &kube::Client, ns: &str, names: &[String]) {
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
+    for name in names {
         let cm: ConfigMap = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {
                 MANAGED_BY_LABEL: MANAGED_BY_VALUE, INSTANCE_LABEL: "db"
@@ -107,7 +106,12 @@ async fn the_sentinel_reports_as_kube_sentinel_dev_sentinel_with_a_note_cut_to_1
             .await
             .expect("create configmap");
     }
-    let kubeconfig = cp.service_account_kubeconfig_file(&ns, "sentinel").await;
+}
+
+/// Starts the sentinel for `ns` as its ServiceAccount and waits until it is ready.
+async fn start_sentinel(ns: &str) -> Program {
+    let cp = control_plane();
+    let kubeconfig = cp.service_account_kubeconfig_file(ns, "sentinel").await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -118,7 +122,7 @@ async fn the_sentinel_reports_as_kube_sentinel_dev_sentinel_with_a_note_cut_to_1
         &[
             "sentinel",
             "--namespace",
-            &ns,
+            ns,
             "--metrics-addr",
             &addr,
             "--debounce",
@@ -132,11 +136,17 @@ async fn the_sentinel_reports_as_kube_sentinel_dev_sentinel_with_a_note_cut_to_1
         crate::support::http_ok_body(port, "/readyz").await
     })
     .await;
+    sentinel
+}
+
+/// Edits every ConfigMap of `names` as someone else: drift.
+async fn drift(admin: &kube::Client, ns: &str, names: &[String]) {
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
     let edit = PatchParams {
         field_manager: Some("kubectl-edit".into()),
         ..Default::default()
     };
-    for name in &names {
+    for name in names {
         configmaps
             .patch(
                 name,
@@ -146,6 +156,19 @@ async fn the_sentinel_reports_as_kube_sentinel_dev_sentinel_with_a_note_cut_to_1
             .await
             .expect("drift");
     }
+}
+
+/// Sixteen managed ConfigMaps with long names drift at once: the sentinel's `DriftDetected`
+/// note names them all (over 3 KiB), so it must be cut to be accepted.
+#[tokio::test]
+async fn the_sentinel_reports_as_kube_sentinel_dev_sentinel_with_a_note_cut_to_1_kib() {
+    let (ns, admin) = sentinel_namespace("ev-sen").await;
+    let names: Vec<String> = (0..16)
+        .map(|i| format!("db-{i:02}-{}", "x".repeat(240)))
+        .collect();
+    managed_configmaps(&admin, &ns, &names).await;
+    let sentinel = start_sentinel(&ns).await;
+    drift(&admin, &ns, &names).await;
     let events: Api<Event> = Api::namespaced(admin, &ns);
     let event = eventually(WAIT, "the sentinel's DriftDetected Event", || async {
         events_with_reason(&events, "DriftDetected")
@@ -171,4 +194,85 @@ async fn the_sentinel_reports_as_kube_sentinel_dev_sentinel_with_a_note_cut_to_1
         "cut near the limit, not far below: {note}"
     );
     assert!(note.ends_with('…'), "the cut is marked: {note}");
+}
+
+/// An admin's policy refuses the sentinel's trigger writes: the failure is a Warning Event on
+/// the owner, with the API server's reason.
+#[tokio::test]
+async fn a_trigger_that_cannot_be_written_is_a_warning_event() {
+    let (ns, admin) = sentinel_namespace("ev-fail").await;
+    let policy = format!("{ns}-refuse-triggers");
+    let refusal = json!([
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["kube-sentinel.dev"], "apiVersions": ["*"],
+                    "resources": ["statefulclusters/status"], "operations": ["UPDATE"]
+                }]},
+                "matchConditions": [{"name": "sentinel", "expression":
+                    format!("request.userInfo.username == 'system:serviceaccount:{ns}:sentinel'")}],
+                "validations": [{"expression": "false", "message": "e2e: triggers refused"}]
+            }
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {"policyName": policy, "validationActions": ["Deny"]}
+        }
+    ]);
+    let yaml = refusal
+        .as_array()
+        .expect("documents")
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    kube_sentinel::manifests::apply(&admin, &yaml, "e2e", &ns)
+        .await
+        .expect("apply the refusing policy");
+    // In force once it refuses the sentinel's own status write.
+    let cp = control_plane();
+    let resource = install_crd(&admin).await;
+    let as_sentinel: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        cp.service_account_client(&ns, "sentinel").await,
+        &ns,
+        &resource,
+    );
+    eventually(WAIT, "the refusing policy in force", || async {
+        let id = uuid::Uuid::new_v4().to_string();
+        let patch = json!({"status": {"sentinel": {"triggerID": id}}});
+        let params = PatchParams {
+            field_manager: Some(kube_sentinel::contract::SENTINEL_FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match as_sentinel
+            .patch_status("db", &params, &Patch::Merge(patch))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.message.contains("e2e: triggers refused") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    let names = vec!["db-extra".to_string()];
+    managed_configmaps(&admin, &ns, &names).await;
+    let sentinel = start_sentinel(&ns).await;
+    drift(&admin, &ns, &names).await;
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let event = eventually(WAIT, "the sentinel's TriggerFailed Event", || async {
+        events_with_reason(&events, "TriggerFailed").await.pop()
+    });
+    let event = tokio::time::timeout(WAIT * 2, event)
+        .await
+        .unwrap_or_else(|_| panic!("no TriggerFailed Event; sentinel log:\n{}", sentinel.log()));
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.reporting_controller.as_deref(),
+        Some("kube-sentinel.dev/sentinel")
+    );
+    let note = event.note.unwrap_or_default();
+    assert!(note.contains("e2e: triggers refused"), "{note}");
 }
