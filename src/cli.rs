@@ -106,6 +106,21 @@ impl<P: Program + Clone + Send + Sync + 'static> CommonArgs<P> {
         }
     }
 
+    /// Refuses Lease timings that cannot work: a duration outside 2s..1h (the Lease holds
+    /// whole seconds), or a grace not shorter than the duration.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        check_duration("--lease-duration", self.lease_duration, LEASE_DURATIONS)?;
+        if let Some(grace) = self.lease_grace {
+            check_duration("--lease-grace", grace, Duration::from_secs(1)..=LONGEST)?;
+            anyhow::ensure!(
+                grace < self.lease_duration,
+                "--lease-grace ({grace:?}) must be shorter than --lease-duration ({:?})",
+                self.lease_duration
+            );
+        }
+        Ok(())
+    }
+
     /// Competes for the Lease with `--leader-elect`; without it, always the leader.
     pub async fn leadership(&self, client: &Client, identity: &str) -> anyhow::Result<Leadership> {
         if !self.leader_elect {
@@ -113,6 +128,37 @@ impl<P: Program + Clone + Send + Sync + 'static> CommonArgs<P> {
         }
         let config = self.lease_config(client.default_namespace(), identity.to_owned());
         Leadership::elect(client.clone(), config).await
+    }
+}
+
+/// The longest duration any flag takes: longer is a typo, and would overflow a timer.
+pub const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Lease durations the Lease can hold and an election can live with.
+const LEASE_DURATIONS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(2)..=Duration::from_secs(3600);
+
+/// Refuses `value` of duration flag `flag` outside `range`, with one line naming the flag.
+pub fn check_duration(
+    flag: &str,
+    value: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        range.contains(&value),
+        "{flag} must be between {} and {}, not {}",
+        friendly(*range.start()),
+        friendly(*range.end()),
+        friendly(value)
+    );
+    Ok(())
+}
+
+/// `value` as the flags are written: `10s`, `1h 30m`, `8784h`.
+fn friendly(value: Duration) -> String {
+    match jiff::SignedDuration::try_from(value) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => format!("{value:?}"),
     }
 }
 

@@ -51,6 +51,8 @@ pub mod contract;
 #[cfg(feature = "kubernetes")]
 pub mod demo;
 #[cfg(feature = "kubernetes")]
+pub mod events;
+#[cfg(feature = "kubernetes")]
 pub mod leader;
 #[cfg(feature = "kubernetes")]
 pub mod manifests;

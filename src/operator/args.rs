@@ -2,7 +2,9 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use crate::cli::{CommonArgs, Program, parse_duration};
+use anyhow::{Result, ensure};
+
+use crate::cli::{CommonArgs, LONGEST, Program, check_duration, parse_duration};
 
 /// The operator, as a [`Program`]: its Lease is `kube-sentinel-operator` by default.
 #[derive(Clone, Copy, Debug)]
@@ -59,4 +61,36 @@ pub struct OperatorArgs {
     /// Longest wait for work in flight at shutdown.
     #[arg(long, env = "KUBE_SENTINEL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+impl OperatorArgs {
+    /// Refuses flags that would panic, spin or stall the operator, with one line naming the
+    /// flag; checked before any API call.
+    pub fn validate(&self) -> Result<()> {
+        self.common.validate()?;
+        ensure!(self.workers > 0, "--workers must be at least 1");
+        ensure!(self.fast_burst > 0, "--fast-burst must be at least 1");
+        let second = Duration::from_secs(1);
+        check_duration("--resync", self.resync, second..=LONGEST)?;
+        check_duration(
+            "--latency-log-interval",
+            self.latency_log_interval,
+            second..=LONGEST,
+        )?;
+        check_duration(
+            "--unreachable-after",
+            self.unreachable_after,
+            second..=LONGEST,
+        )?;
+        check_duration(
+            "--secret-debounce",
+            self.secret_debounce,
+            Duration::ZERO..=Duration::from_secs(60),
+        )?;
+        check_duration(
+            "--shutdown-timeout",
+            self.shutdown_timeout,
+            Duration::ZERO..=Duration::from_secs(3600),
+        )
+    }
 }

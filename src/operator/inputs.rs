@@ -165,6 +165,7 @@ impl Inputs {
         match event {
             Ok(event) => {
                 self.reports.reachability.succeeded();
+                self.reports.metrics.track(&event);
                 self.feeder.on_event(event, &self.reports.synced);
             }
             Err(e) => {

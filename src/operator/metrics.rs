@@ -5,10 +5,12 @@
 //! HdrHistogram percentiles per resource and overall on `/debug/latency`, a periodic log line).
 
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
+    collections::{BTreeMap, BTreeSet, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
+
+use kube::{ResourceExt, runtime::watcher};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -16,7 +18,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::telemetry::LatencyRecorder;
+use crate::{telemetry::LatencyRecorder, watch::NamespacedName};
 
 /// `path` label: which reconcile path ran.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +75,26 @@ struct Hdr {
     detected: LatencyRecorder,
     triggered: LatencyRecorder,
     per_resource: Mutex<BTreeMap<(String, &'static str), LatencyRecorder>>,
+    /// The resources listed so far while the custom-resource watch relists.
+    relist: Mutex<Option<HashSet<String>>>,
+}
+
+impl Hdr {
+    fn per_resource(&self) -> MutexGuard<'_, BTreeMap<(String, &'static str), LatencyRecorder>> {
+        // A poisoned map of recorders is still a valid map.
+        self.per_resource.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The resources with recorders.
+    fn resources(&self) -> BTreeSet<String> {
+        self.per_resource().keys().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// Frees the recorders of every resource `keep` refuses.
+    fn retain(&self, keep: impl Fn(&String) -> bool) {
+        self.per_resource()
+            .retain(|(resource, _), _| keep(resource));
+    }
 }
 
 /// Every operator metric; cheap to clone.
@@ -148,18 +170,45 @@ impl Metrics {
             Since::Triggered => &self.hdr.triggered,
         };
         overall.record(latency);
-        let recorder = {
-            // A poisoned map of recorders is still a valid map.
-            let mut map = self
-                .hdr
-                .per_resource
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            map.entry((resource.to_string(), since.label()))
-                .or_default()
-                .clone()
-        };
+        let recorder = self
+            .hdr
+            .per_resource()
+            .entry((resource.to_string(), since.label()))
+            .or_default()
+            .clone();
         recorder.record(latency);
+    }
+
+    /// Resources that have per-resource recorders.
+    pub fn tracked_resources(&self) -> usize {
+        self.hdr.resources().len()
+    }
+
+    /// Keeps the per-resource recorders to the resources the custom-resource watch `event`
+    /// says exist: a deleted resource's recorders are freed, and after a relist (which reports
+    /// no deletion made while the watch was down) so are those of every resource not listed.
+    pub fn track<K: ResourceExt>(&self, event: &watcher::Event<K>) {
+        let key = |r: &K| NamespacedName::of(r).map(|n| n.to_string());
+        let mut relist = self.hdr.relist.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Delete(r) => {
+                if let Some(resource) = key(r) {
+                    self.hdr.retain(|name| *name != resource);
+                }
+            }
+            watcher::Event::Init => *relist = Some(HashSet::new()),
+            watcher::Event::InitApply(r) => {
+                if let (Some(listed), Some(resource)) = (relist.as_mut(), key(r)) {
+                    listed.insert(resource);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = relist.take() {
+                    self.hdr.retain(|name| listed.contains(name));
+                }
+            }
+            watcher::Event::Apply(_) => {}
+        }
     }
 
     /// One line per latency recorded so far: count and percentiles.
@@ -185,17 +234,12 @@ impl Metrics {
                 self.hdr.triggered.clone(),
             ),
         ];
-        {
-            let map = self
-                .hdr
-                .per_resource
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            sections.extend(
-                map.iter()
-                    .map(|((resource, since), r)| (resource.clone(), *since, r.clone())),
-            );
-        }
+        sections.extend(
+            self.hdr
+                .per_resource()
+                .iter()
+                .map(|((resource, since), r)| (resource.clone(), *since, r.clone())),
+        );
         let mut out = String::new();
         for (resource, since, recorder) in sections {
             let snapshot = recorder.snapshot();
@@ -217,6 +261,42 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::crd::StatefulCluster;
+
+    fn cr(name: &str) -> StatefulCluster {
+        let spec = serde_json::from_value(serde_json::json!({
+            "replicas": 1, "image": "db", "version": "1", "ports": [{"name": "c", "port": 1}]
+        }))
+        .expect("spec");
+        let mut cr = StatefulCluster::new(name, spec);
+        cr.metadata.namespace = Some("ns".into());
+        cr
+    }
+
+    #[test]
+    fn a_deleted_resource_frees_its_recorders_and_a_relist_frees_the_missed() {
+        let metrics = Metrics::register(&mut Registry::default());
+        for name in ["a", "b", "c"] {
+            let resource = format!("ns/{name}");
+            metrics.record_latency(&resource, Since::Detected, Duration::from_millis(5));
+            metrics.record_latency(&resource, Since::Triggered, Duration::from_millis(3));
+        }
+        assert_eq!(metrics.tracked_resources(), 3);
+        metrics.track(&watcher::Event::Delete(cr("a")));
+        assert_eq!(metrics.tracked_resources(), 2, "a's two recorders freed");
+        assert!(!metrics.percentile_text().contains("# ns/a "));
+        // b is deleted while the watch is down: the relist lists c only, and no Delete comes.
+        metrics.track(&watcher::Event::<StatefulCluster>::Init);
+        metrics.track(&watcher::Event::InitApply(cr("c")));
+        assert_eq!(metrics.tracked_resources(), 2, "nothing freed mid-relist");
+        metrics.track(&watcher::Event::<StatefulCluster>::InitDone);
+        assert_eq!(metrics.tracked_resources(), 1);
+        let text = metrics.percentile_text();
+        assert!(text.contains("# ns/c since=detected"), "{text}");
+        assert!(!text.contains("# ns/b "), "{text}");
+        // The overall recorders keep every revert.
+        assert!(text.contains("# overall since=detected: n=3 "), "{text}");
+    }
 
     #[test]
     fn latencies_reach_prometheus_and_the_percentile_text() {

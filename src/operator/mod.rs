@@ -56,6 +56,7 @@ pub async fn run(
     args: OperatorArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    args.validate()?;
     let client = args.common.client().await?;
     let identity = args.common.identity();
     let telemetry = Telemetry::serve(&args);

@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 
 use super::detect::TimingDefaults;
 use crate::{
-    cli::{CommonArgs, Program, parse_duration},
+    cli::{CommonArgs, LONGEST, Program, check_duration, parse_duration},
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE},
     stream::DebounceMode,
-    watch::OwnerKind,
+    watch::{OwnerKind, selector::check_label_selector},
 };
 
 /// The sentinel, as a [`Program`]: its Lease is `kube-sentinel-sentinel` by default.
@@ -95,6 +95,9 @@ pub struct SentinelArgs {
 impl SentinelArgs {
     /// The owner kind and the default timing these flags ask for, or what is wrong with them.
     pub fn validate(&self) -> Result<(OwnerKind, TimingDefaults)> {
+        self.common.validate()?;
+        check_label_selector(&self.selector)
+            .map_err(|why| anyhow::anyhow!("--selector is not a label selector: {why}"))?;
         let owner =
             OwnerKind::parse(&self.owner_resource, &self.owner_kind).with_context(|| {
                 format!(
@@ -113,6 +116,21 @@ impl SentinelArgs {
             self.max_wait,
             self.debounce
         );
+        check_duration(
+            "--max-wait",
+            self.max_wait,
+            Duration::ZERO..=Duration::from_secs(3600),
+        )?;
+        check_duration(
+            "--jitter",
+            self.jitter,
+            Duration::ZERO..=Duration::from_millis(999),
+        )?;
+        check_duration(
+            "--unreachable-after",
+            self.unreachable_after,
+            Duration::from_secs(1)..=LONGEST,
+        )?;
         anyhow::ensure!(
             self.max_concurrent_writes > 0,
             "--max-concurrent-writes must be positive"

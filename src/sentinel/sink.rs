@@ -2,16 +2,17 @@
 //!
 //! The trigger sink: each gated burst written to its owner's `status.sentinel`, retried with
 //! backoff, latest wins per owner (a newer burst absorbs an older one not yet written), with a
-//! `DriftDetected` Event.
+//! `DriftDetected` Event, and a `TriggerFailed` Warning when a trigger cannot be written.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use futures::Sink;
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Client,
     api::DynamicObject,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    runtime::events::{Event, EventType, Recorder},
 };
 
 use super::{
@@ -21,6 +22,7 @@ use super::{
 };
 use crate::{
     contract::SentinelTrigger,
+    events::{self, SENTINEL_REPORTING_CONTROLLER},
     stream::{Delivery, Retry, RetryConfig, RetryOutcome, RetrySink},
     watch::{NamespacedName, OwnerKind},
 };
@@ -35,13 +37,11 @@ pub fn trigger_sink(
 ) -> impl Sink<(NamespacedName, Pending), Error = Infallible> {
     let recorder = Recorder::new(
         client.clone(),
-        Reporter {
-            controller: "kube-sentinel".into(),
-            instance: Some(identity),
-        },
+        events::reporter(SENTINEL_REPORTING_CONTROLLER, Some(identity)),
     );
     let outcome_metrics = metrics.clone();
     let retried = metrics.triggers_retried.clone();
+    let (failure_recorder, failure_kind) = (recorder.clone(), kind.clone());
     let config = RetryConfig {
         max_concurrent,
         backoff_base: Duration::from_millis(200),
@@ -76,7 +76,15 @@ pub fn trigger_sink(
             retried.inc();
             tracing::warn!(owner = %owner, attempts, ?delay, error = %error, "trigger write failed; retrying");
         })
-        .on_outcome(move |outcome| count_outcome(&outcome_metrics, outcome))
+        .on_outcome(move |outcome| {
+            if let Delivery::Failed(e) = &outcome.delivery {
+                let (recorder, kind) = (failure_recorder.clone(), failure_kind.clone());
+                let (owner, error) = (outcome.key.clone(), e.to_string());
+                // The outcome callback is synchronous; the Event must not hold up the sink.
+                tokio::spawn(async move { publish_failure(&recorder, &kind, &owner, error).await });
+            }
+            count_outcome(&outcome_metrics, outcome)
+        })
 }
 
 /// One attempt: the trigger written, its latency recorded and logged, the Event published.
@@ -125,6 +133,42 @@ fn count_outcome(
     }
 }
 
+/// A reference to `owner`, an object of `kind`.
+fn owner_reference(kind: &OwnerKind, owner: &NamespacedName) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(kind.resource.api_version.clone()),
+        kind: Some(kind.resource.kind.clone()),
+        name: Some(owner.name.clone()),
+        namespace: Some(owner.namespace.clone()),
+        ..Default::default()
+    }
+}
+
+/// The `TriggerFailed` Warning on the owner: its drift will not be reverted until the next
+/// trigger (or the operator's resync), and says why.
+async fn publish_failure(
+    recorder: &Recorder,
+    kind: &OwnerKind,
+    owner: &NamespacedName,
+    error: String,
+) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "TriggerFailed".into(),
+        note: Some(events::note(format!(
+            "the trigger could not be written: {error}"
+        ))),
+        action: "Trigger".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder
+        .publish(&event, &owner_reference(kind, owner))
+        .await
+    {
+        tracing::warn!(owner = %owner, error = %e, "could not record the TriggerFailed event");
+    }
+}
+
 /// The `DriftDetected` Event on the owner, naming the drifted objects and the trigger.
 async fn publish_event(
     recorder: &Recorder,
@@ -132,13 +176,7 @@ async fn publish_event(
     owner: &NamespacedName,
     trigger: &SentinelTrigger,
 ) {
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(kind.resource.api_version.clone()),
-        kind: Some(kind.resource.kind.clone()),
-        name: Some(owner.name.clone()),
-        namespace: Some(owner.namespace.clone()),
-        ..Default::default()
-    };
+    let reference = owner_reference(kind, owner);
     let names: Vec<String> = trigger
         .drifted_objects
         .iter()
@@ -147,12 +185,12 @@ async fn publish_event(
     let event = Event {
         type_: EventType::Normal,
         reason: "DriftDetected".into(),
-        note: Some(format!(
-            "drift on {} object(s): {}; trigger {}",
+        note: Some(events::note(format!(
+            "drift on {} object(s), trigger {}: {}",
             trigger.drifted_total.unwrap_or_default(),
-            names.join(", "),
-            trigger.trigger_id.as_deref().unwrap_or_default()
-        )),
+            trigger.trigger_id.as_deref().unwrap_or_default(),
+            names.join(", ")
+        ))),
         action: "Trigger".into(),
         secondary: None,
     };

@@ -22,6 +22,7 @@ pub mod api;
 pub mod keys;
 pub mod metadata;
 pub mod owner;
+pub mod selector;
 
 pub use keys::{NamespacedName, ObjectKey};
 pub use owner::OwnerKind;

@@ -20,7 +20,7 @@ async fn every_deploy_manifest_passes_a_server_side_dry_run() {
         .expect("discovery");
     let params = PatchParams::apply("e2e-dry-run").force().dry_run();
     let mut checked = Vec::new();
-    for component in ["crd", "operator", "sentinel", "samples"] {
+    for component in ["crd", "operator", "sentinel", "identity", "samples"] {
         let dir = format!("{REPO}/deploy/{component}");
         for entry in std::fs::read_dir(&dir).expect("deploy dir") {
             let path = entry.expect("entry").path();

@@ -1169,7 +1169,7 @@ mod election {
                 "--lease-namespace",
                 &ns,
                 "--lease-name",
-                "operator",
+                "kube-sentinel-operator",
                 "--lease-duration",
                 "4s",
                 "--lease-grace",
@@ -1185,7 +1185,7 @@ mod election {
         };
         let holder = || async {
             Api::<Lease>::namespaced(client.clone(), &ns)
-                .get_opt("operator")
+                .get_opt("kube-sentinel-operator")
                 .await
                 .ok()
                 .flatten()

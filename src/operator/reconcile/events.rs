@@ -9,8 +9,8 @@ use kube::{
 use super::Context;
 use crate::operator::{crd::StatefulCluster, managers::ObjectChange};
 
-/// Longest Event note, in bytes.
-pub(super) const MAX_NOTE: usize = 1000;
+/// Longest `status.sentinel.lastError`, in bytes (Event notes are cut by `crate::events::note`).
+pub(super) const MAX_LAST_ERROR: usize = 1000;
 
 impl Context {
     /// Publishes an Event on `cr`.
@@ -50,7 +50,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(truncate(note, MAX_NOTE)),
+            note: Some(crate::events::note(note)),
             action: action.into(),
             secondary,
         };

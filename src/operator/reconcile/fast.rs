@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{
     Context, Error, Requeue, SecretHint, conditions,
-    events::{MAX_NOTE, describe, truncate},
+    events::{MAX_LAST_ERROR, describe, truncate},
     now, since,
 };
 use crate::{
@@ -150,7 +150,7 @@ impl Context {
         error: &Error,
         attempts: u32,
     ) -> Result<Requeue, Error> {
-        let message = truncate(failure_message(error), MAX_NOTE);
+        let message = truncate(failure_message(error), MAX_LAST_ERROR);
         let mut conditions = cr
             .status
             .as_ref()

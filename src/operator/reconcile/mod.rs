@@ -26,13 +26,10 @@ pub mod status;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::{
-    Api, Client,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::{Api, Client, runtime::events::Recorder};
 
 use crate::{
-    contract::OPERATOR_FIELD_MANAGER,
+    events::{OPERATOR_REPORTING_CONTROLLER, reporter},
     operator::{
         crd::{OwnedObject, StatefulCluster},
         managers::{
@@ -129,10 +126,7 @@ fn since(t: Option<&MicroTime>, now: jiff::Timestamp) -> Option<Duration> {
 impl Context {
     /// A context acting through `client`; Events are reported as `instance`.
     pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
-        let reporter = Reporter {
-            controller: OPERATOR_FIELD_MANAGER.into(),
-            instance,
-        };
+        let reporter = reporter(OPERATOR_REPORTING_CONTROLLER, instance);
         Self {
             infra: InfraManager::new(client.clone()),
             cert: CertManager::new(client.clone()),
