@@ -7,6 +7,7 @@ mod demo;
 mod deploy;
 mod end_to_end;
 mod finalizers;
+mod forged_status;
 mod leader;
 mod liveness;
 mod operator;
