@@ -27,6 +27,13 @@ use crate::contract::{SentinelSpec, SentinelTrigger};
 /// `controller-revision-hash` label of at most 63 characters).
 pub const MAX_NAME_LEN: usize = 40;
 
+/// What a version (an image tag) may be, in the spec and in the status alike.
+pub const VERSION_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$";
+
+/// What a StatefulSet name recorded in the status may be (a DNS label); the operator further
+/// accepts only the two names it derives.
+const SET_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
 /// `spec` of a [`StatefulCluster`].
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -56,10 +63,7 @@ pub struct StatefulClusterSpec {
     }]))]
     pub image: String,
     /// Image tag to run, e.g. `1.4.2`; changing it starts an upgrade.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-    )]
+    #[schemars(length(min = 1, max = 128), regex(pattern = VERSION_PATTERN))]
     pub version: String,
     /// Settings rendered into the ConfigMap, one key each (at most 64).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -191,6 +195,7 @@ pub struct StatefulClusterStatus {
     pub observed_generation: Option<i64>,
     /// The version every member runs (after an upgrade completes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = VERSION_PATTERN))]
     pub current_version: Option<String>,
     /// Members reported ready by the serving StatefulSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,18 +236,22 @@ pub struct UpgradeStatus {
     pub phase: UpgradePhase,
     /// Version being left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = VERSION_PATTERN))]
     pub from_version: Option<String>,
     /// Version being reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = VERSION_PATTERN))]
     pub to_version: Option<String>,
     /// Rolling: the StatefulSet partition (pods with ordinal ≥ partition run the new version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<i32>,
-    /// Name of the StatefulSet the Services select.
+    /// Name of the StatefulSet the Services select (the resource's name, or it with `-b`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = SET_NAME_PATTERN))]
     pub active_set: Option<String>,
     /// Blue/green: name of the StatefulSet being brought up or retired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = SET_NAME_PATTERN))]
     pub candidate_set: Option<String>,
     /// Upgrades completed since the resource was created.
     #[serde(default)]

@@ -9,6 +9,7 @@ mod end_to_end;
 mod events;
 mod finalizers;
 mod flags;
+mod forged_status;
 mod identity;
 mod leader;
 mod leadership_deletions;

@@ -26,7 +26,7 @@ use crate::{
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The whole stored object, for a byte-for-byte comparison.
-async fn stored<K>(api: &Api<K>, name: &str) -> Value
+pub(crate) async fn stored<K>(api: &Api<K>, name: &str) -> Value
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
 {
@@ -34,7 +34,7 @@ where
 }
 
 /// Waits until `name` reports `Degraded` with `reason`; returns its message.
-async fn degraded(client: &Client, ns: &str, name: &str, reason: &str) -> String {
+pub(crate) async fn degraded(client: &Client, ns: &str, name: &str, reason: &str) -> String {
     let api: Api<StatefulCluster> = Api::namespaced(client.clone(), ns);
     eventually(WAIT, &format!("{name} Degraded/{reason}"), || async {
         let cr = api.get(name).await.ok()?;
@@ -48,7 +48,7 @@ async fn degraded(client: &Client, ns: &str, name: &str, reason: &str) -> String
 }
 
 /// Waits for a Warning Event with `reason` whose note contains `text`.
-async fn warning_event(client: &Client, ns: &str, reason: &str, text: &str) {
+pub(crate) async fn warning_event(client: &Client, ns: &str, reason: &str, text: &str) {
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     eventually(WAIT, &format!("a {reason} Event naming {text}"), || async {
         let list = events.list(&ListParams::default()).await.ok()?;
@@ -64,7 +64,7 @@ async fn warning_event(client: &Client, ns: &str, reason: &str, text: &str) {
     .await;
 }
 
-fn foreign_labels() -> Value {
+pub(crate) fn foreign_labels() -> Value {
     json!({"app": "someone-else", "team": "payments"})
 }
 
@@ -81,7 +81,7 @@ async fn foreign_service(client: &Client, ns: &str, name: &str) -> Value {
     stored(&api, name).await
 }
 
-async fn foreign_stateful_set(client: &Client, ns: &str, name: &str) -> Value {
+pub(crate) async fn foreign_stateful_set(client: &Client, ns: &str, name: &str) -> Value {
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let sts: StatefulSet = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": foreign_labels()},

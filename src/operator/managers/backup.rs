@@ -19,7 +19,7 @@ use kube::{
     api::{DeleteParams, ListParams, PostParams, PropagationPolicy},
 };
 
-use super::{COMPONENT_LABEL, Error, Names, Result, owned_meta};
+use super::{COMPONENT_LABEL, Error, Names, Result, check_controlled, owned_meta};
 use crate::{
     contract::INSTANCE_LABEL,
     operator::crd::{BackupSpec, BackupStatus, StatefulCluster},
@@ -178,7 +178,7 @@ impl BackupManager {
             }
             Err(wait) => wait,
         };
-        let jobs = newest_first(&api, names).await?;
+        let jobs = newest_first(&api, cr, names).await?;
         if let Some((job, at)) = jobs.iter().find_map(|j| succeeded(j).map(|t| (j, t))) {
             status.last_success_at = Some(at);
             status.last_success_job = job.metadata.name.clone();
@@ -212,14 +212,17 @@ async fn start(
     Ok(name)
 }
 
-/// The cluster's backup Jobs, newest first.
-async fn newest_first(api: &Api<Job>, names: &Names) -> Result<Vec<Job>> {
+/// The cluster's backup Jobs, newest first: those with its labels that it controls (labels
+/// anyone can set; retention must not delete someone else's Job).
+async fn newest_first(api: &Api<Job>, cr: &StatefulCluster, names: &Names) -> Result<Vec<Job>> {
+    let owner_uid = cr.metadata.uid.as_deref().ok_or(Error::Incomplete("uid"))?;
     let selector = format!("{INSTANCE_LABEL}={},{COMPONENT_LABEL}=backup", names.name);
     let mut jobs = api
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::kube("listing backup Jobs"))?
         .items;
+    jobs.retain(|j| check_controlled(&j.metadata, owner_uid, "Job").is_ok());
     // Newest first; names carry the creation second, so they break ties.
     jobs.sort_by(|a, b| {
         (

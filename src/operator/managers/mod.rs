@@ -72,6 +72,10 @@ pub enum Error {
         /// Its name.
         name: String,
     },
+    /// A value read back from the status is not one the operator could have written (a forged
+    /// StatefulSet name or version): it is refused and never acted on.
+    #[error("refused {0}")]
+    InvalidStatus(String),
 }
 
 impl Error {
@@ -128,6 +132,10 @@ impl Names {
     /// The other StatefulSet slot, used by blue/green upgrades.
     pub fn set_b(&self) -> String {
         format!("{}-b", self.name)
+    }
+    /// Whether `set` is one of the two StatefulSet slots.
+    pub fn is_set(&self, set: &str) -> bool {
+        set == self.set_a() || set == self.set_b()
     }
     /// The slot that is not `set`.
     pub fn other_set(&self, set: &str) -> String {

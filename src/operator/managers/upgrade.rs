@@ -11,6 +11,11 @@
 //!            ──old set gone──▶ Idle
 //! ```
 //!
+//! The status is writable by anyone who may patch `statefulclusters/status`, so what is read
+//! back is checked first ([`refusals`]): only the two set names the operator derives and
+//! versions the spec would accept are used; a forged state is reset to Idle, and nothing is
+//! deleted that this resource does not control.
+//!
 //! [`plan`] turns the recorded state into the StatefulSets the InfraManager must run; it makes
 //! no API calls, so the fast path can revert drift mid-upgrade without advancing the upgrade.
 //! [`UpgradeManager::step`] (full path only) observes the StatefulSets and advances one step.
@@ -21,7 +26,7 @@ use kube::{
     api::{DeleteParams, PropagationPolicy},
 };
 
-use super::{Error, Names, Result};
+use super::{Error, Names, Result, check_controlled};
 use crate::operator::crd::{StatefulCluster, UpgradePhase, UpgradeStatus, UpgradeStrategy};
 
 /// One StatefulSet the InfraManager runs.
@@ -44,24 +49,93 @@ pub struct InfraPlan {
     pub serving_set: String,
 }
 
-/// The recorded upgrade state, or the initial one.
+/// The recorded upgrade state, or the initial one; a state with a refused value (see
+/// [`refusals`]) is reset to Idle on a derived serving set, keeping the completed count.
 pub fn recorded(cr: &StatefulCluster, names: &Names) -> UpgradeStatus {
-    let mut state = cr
-        .status
-        .as_ref()
-        .and_then(|s| s.upgrade.clone())
-        .unwrap_or_default();
+    let stored = cr.status.as_ref().and_then(|s| s.upgrade.clone());
+    let mut state = stored.unwrap_or_default();
+    if !refusals(cr, names)
+        .iter()
+        .all(|r| r.field == "currentVersion")
+    {
+        state = UpgradeStatus {
+            active_set: state.active_set.filter(|a| names.is_set(a)),
+            completed: state.completed,
+            ..Default::default()
+        };
+    }
     if state.active_set.is_none() {
         state.active_set = Some(names.set_a());
     }
     state
 }
 
-/// The version every member runs, or the spec's version before the first rollout finished.
+/// A status value the operator refuses to act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The field, relative to `status` (`upgrade.candidateSet`, `currentVersion`, ...).
+    pub field: &'static str,
+    /// The value found there.
+    pub value: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "status.{} {:?}", self.field, self.value)
+    }
+}
+
+/// The values in `cr`'s status the operator could not have written: a StatefulSet name other
+/// than the two it derives (the candidate must be the slot that is not active), or a version
+/// the spec would not accept.
+pub fn refusals(cr: &StatefulCluster, names: &Names) -> Vec<Refusal> {
+    let Some(status) = cr.status.as_ref() else {
+        return Vec::new();
+    };
+    let mut refused = Vec::new();
+    let mut check = |field, value: &Option<String>, valid: &dyn Fn(&str) -> bool| {
+        if let Some(value) = value.as_deref().filter(|v| !valid(v)) {
+            refused.push(Refusal {
+                field,
+                value: value.to_string(),
+            });
+        }
+    };
+    check("currentVersion", &status.current_version, &valid_version);
+    let Some(upgrade) = status.upgrade.as_ref() else {
+        return refused;
+    };
+    let active = upgrade.active_set.clone().unwrap_or_else(|| names.set_a());
+    check("upgrade.activeSet", &upgrade.active_set, &|s| {
+        names.is_set(s)
+    });
+    let other = names.other_set(&active);
+    check("upgrade.candidateSet", &upgrade.candidate_set, &|s| {
+        s == other
+    });
+    check("upgrade.fromVersion", &upgrade.from_version, &valid_version);
+    check("upgrade.toVersion", &upgrade.to_version, &valid_version);
+    refused
+}
+
+/// Whether `version` is one `spec.version` accepts: 1–128 characters matching
+/// [`VERSION_PATTERN`](crate::operator::crd::VERSION_PATTERN).
+pub fn valid_version(version: &str) -> bool {
+    let mut chars = version.chars();
+    version.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The version every member runs, or the spec's version before the first rollout finished
+/// (or when the recorded one is refused).
 fn current_version(cr: &StatefulCluster) -> String {
     cr.status
         .as_ref()
         .and_then(|s| s.current_version.clone())
+        .filter(|v| valid_version(v))
         .unwrap_or_else(|| cr.spec.version.clone())
 }
 
@@ -151,7 +225,11 @@ pub fn transition(
 ) -> (UpgradeStatus, Option<String>) {
     let replicas = cr.spec.replicas;
     let spec_version = &cr.spec.version;
-    let current = cr.status.as_ref().and_then(|s| s.current_version.clone());
+    let current = cr
+        .status
+        .as_ref()
+        .and_then(|s| s.current_version.clone())
+        .filter(|v| valid_version(v));
     let mut next = state.clone();
     let active_name = state.active_set.clone().unwrap_or_else(|| names.set_a());
     match state.phase {
@@ -252,8 +330,20 @@ impl UpgradeManager {
     }
 
     /// Observes the StatefulSets named in the recorded state, retires an old blue/green set, and
-    /// returns the next state.
+    /// returns the next state. Fails with [`Error::InvalidStatus`], before any API call, when
+    /// the status holds a value the operator could not have written.
     pub async fn step(&self, cr: &StatefulCluster, names: &Names) -> Result<UpgradeOutcome> {
+        let refused = refusals(cr, names);
+        if !refused.is_empty() {
+            let what = refused.iter().map(ToString::to_string).collect::<Vec<_>>();
+            return Err(Error::InvalidStatus(format!(
+                "{}: not written by the operator (its StatefulSets are {} and {}); the upgrade state is reset",
+                what.join(", "),
+                names.set_a(),
+                names.set_b()
+            )));
+        }
+        let owner_uid = cr.metadata.uid.as_deref().ok_or(Error::Incomplete("uid"))?;
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &names.namespace);
         let state = recorded(cr, names);
         let active_name = state.active_set.clone().unwrap_or_else(|| names.set_a());
@@ -272,6 +362,7 @@ impl UpgradeManager {
             && let (Some(old), Some(name)) = (&candidate, &state.candidate_set)
             && old.metadata.deletion_timestamp.is_none()
         {
+            check_controlled(&old.metadata, owner_uid, "StatefulSet")?;
             tracing::info!(statefulset = %name, "retiring the previous blue/green StatefulSet");
             api.delete(
                 name,
@@ -440,5 +531,66 @@ mod tests {
             (done.phase, done.active_set.as_deref(), current.as_deref()),
             (UpgradePhase::Idle, Some("db-b"), Some("2"))
         );
+    }
+
+    #[test]
+    fn forged_set_names_and_versions_are_refused_and_the_state_reset() {
+        let (mut cr, names) = cluster(UpgradeStrategy::BlueGreen, "2", Some("1"));
+        let status = cr.status.as_mut().expect("status");
+        status.upgrade = Some(UpgradeStatus {
+            phase: UpgradePhase::Retiring,
+            active_set: Some("db-b".into()),
+            candidate_set: Some("db".into()),
+            to_version: Some("2".into()),
+            completed: 4,
+            ..Default::default()
+        });
+        assert_eq!(refusals(&cr, &names), vec![], "what the operator writes");
+        for (field, value) in [
+            ("upgrade.candidateSet", "payments"),
+            ("upgrade.candidateSet", "db-b"),
+            ("upgrade.activeSet", "payments"),
+            ("upgrade.toVersion", "2 --privileged"),
+            ("upgrade.fromVersion", ""),
+            ("currentVersion", "../1"),
+        ] {
+            let mut forged = cr.clone();
+            let status = forged.status.as_mut().expect("status");
+            let upgrade = status.upgrade.as_mut().expect("upgrade");
+            match field {
+                "upgrade.candidateSet" => upgrade.candidate_set = Some(value.into()),
+                "upgrade.activeSet" => upgrade.active_set = Some(value.into()),
+                "upgrade.toVersion" => upgrade.to_version = Some(value.into()),
+                "upgrade.fromVersion" => upgrade.from_version = Some(value.into()),
+                _ => status.current_version = Some(value.into()),
+            }
+            let refused = refusals(&forged, &names);
+            assert_eq!(refused.len(), 1, "{field} {value:?}: {refused:?}");
+            assert_eq!(
+                (refused[0].field, refused[0].value.as_str()),
+                (field, value)
+            );
+            let state = recorded(&forged, &names);
+            let sets = plan(&forged, &names, &state).sets;
+            assert!(
+                sets.iter()
+                    .all(|s| names.is_set(&s.name) && valid_version(&s.version)),
+                "{field}: {sets:?}"
+            );
+            if field != "currentVersion" {
+                assert_eq!(state.phase, UpgradePhase::Idle, "{field}");
+                assert_eq!(state.completed, 4, "{field}");
+            }
+        }
+    }
+
+    #[test]
+    fn versions_are_checked_as_the_spec_checks_them() {
+        for good in ["1", "3.10", "v1.2.3-rc.1", "_x", &"a".repeat(128)] {
+            assert!(valid_version(good), "{good}");
+        }
+        for bad in ["", "-1", ".1", "1 2", "1:2", "1/2", "ü", &"a".repeat(129)] {
+            assert!(!valid_version(bad), "{bad}");
+        }
     }
 }

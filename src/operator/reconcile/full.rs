@@ -124,10 +124,15 @@ impl Context {
         pass: &mut Pass,
     ) -> UpgradeStatus {
         self.metrics.manager_ran("upgrade", "full");
+        // A refused version is not kept: the plan already runs the spec's version instead.
+        status.current_version = status
+            .current_version
+            .take()
+            .filter(|v| upgrade::valid_version(v));
         let step = match self.upgrade.step(cr, names).await {
             Ok(step) => step,
             Err(e) => {
-                pass.fail("UpgradeFailed", e);
+                self.manager_failed(cr, pass, "UpgradeFailed", e).await;
                 return upgrade::recorded(cr, names);
             }
         };
@@ -242,6 +247,13 @@ impl Context {
             self.event(cr, EventType::Warning, "NameConflict", "Reconcile", note)
                 .await;
             pass.fail("NameConflict", error);
+            return;
+        }
+        if let managers::Error::InvalidStatus(what) = &error {
+            let note = format!("refused {what}");
+            self.event(cr, EventType::Warning, "InvalidStatus", "Reconcile", note)
+                .await;
+            pass.fail("InvalidStatus", error);
             return;
         }
         pass.fail(reason, error);
