@@ -7,7 +7,11 @@ use kube::{Api, Client, api::ListParams};
 use tokio::time::Instant;
 
 use crate::{
-    demo::{drift::Cluster, install, programs::Programs},
+    demo::{
+        drift::{Cluster, is_settled},
+        install,
+        programs::Programs,
+    },
     manifests,
     operator::crd::StatefulCluster,
 };
@@ -63,7 +67,7 @@ impl Fleet {
         let deadline = Instant::now() + timeout;
         loop {
             let list = self.crs.list(&ListParams::default()).await?;
-            let unsettled = list.items.iter().filter(|cr| !settled(cr)).count();
+            let unsettled = list.items.iter().filter(|cr| !is_settled(cr)).count();
             let missing = self.clusters.len().saturating_sub(list.items.len());
             if unsettled + missing == 0 {
                 return Ok(());
@@ -84,20 +88,6 @@ impl Fleet {
 /// The name of resource `index`.
 pub(crate) fn name_of(index: usize) -> String {
     format!("bench-{index:04}")
-}
-
-/// Ready and not Progressing, for its current generation.
-fn settled(cr: &StatefulCluster) -> bool {
-    let Some(status) = &cr.status else {
-        return false;
-    };
-    let is = |type_: &str| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
-    };
-    status.observed_generation == cr.metadata.generation && is("Ready") && !is("Progressing")
 }
 
 #[cfg(test)]

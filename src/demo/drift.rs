@@ -255,19 +255,10 @@ impl Cluster {
 
     /// Whether the custom resource reads Ready and not Progressing for its generation.
     pub(crate) async fn settled(&self) -> bool {
-        let Ok(cr) = self.crs.get(&self.name).await else {
-            return false;
-        };
-        let Some(status) = cr.status else {
-            return false;
-        };
-        let is = |type_: &str| {
-            status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == type_ && c.status == "True")
-        };
-        status.observed_generation == cr.metadata.generation && is("Ready") && !is("Progressing")
+        self.crs
+            .get(&self.name)
+            .await
+            .is_ok_and(|cr| is_settled(&cr))
     }
 
     /// The current trigger, and the outcome if the operator has acknowledged it.
@@ -284,6 +275,20 @@ impl Cluster {
             });
         Ok((id, outcome))
     }
+}
+
+/// Whether `cr` reads Ready and not Progressing for its current generation.
+pub(crate) fn is_settled(cr: &StatefulCluster) -> bool {
+    let Some(status) = &cr.status else {
+        return false;
+    };
+    let is = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    status.observed_generation == cr.metadata.generation && is("Ready") && !is("Progressing")
 }
 
 fn member_image(set: &StatefulSet) -> Option<String> {
