@@ -191,15 +191,11 @@ async fn operator_refused(operator: &Client, ns: &str) -> Option<String> {
 
 /// Full reconciles that ended in an error, from the operator's metrics.
 async fn failed_full_reconciles(port: u16) -> u64 {
-    let text = http_get(port, "/metrics").await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(
-                "kube_sentinel_operator_reconciles_total{path=\"full\",result=\"error\"} ",
-            )
-        })
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    support::metric_sample(
+        port,
+        "kube_sentinel_operator_reconciles_total{path=\"full\",result=\"error\"}",
+    )
+    .await
 }
 
 #[tokio::test]

@@ -407,15 +407,11 @@ pub(crate) mod running {
     /// that the object is back as desired.
     /// Completed full reconciles, from the operator's metrics.
     pub async fn full_reconciles(port: u16) -> u64 {
-        let text = http_get(port, "/metrics").await.unwrap_or_default();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(
-                    "kube_sentinel_operator_reconciles_total{path=\"full\",result=\"ok\"} ",
-                )
-            })
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0)
+        crate::support::metric_sample(
+            port,
+            "kube_sentinel_operator_reconciles_total{path=\"full\",result=\"ok\"}",
+        )
+        .await
     }
 
     /// Waits until no full reconcile completed for 3 s: no follow-up pass can race a drift.

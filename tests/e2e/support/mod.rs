@@ -251,6 +251,19 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// The body of `GET path` on a local program's port, trimmed, if it answers 200.
+/// The value of one metric sample (`name{labels}` exactly as exposed) on `port`'s `/metrics`;
+/// 0 when absent or unreadable.
+pub async fn metric_sample(port: u16, sample: &str) -> u64 {
+    let text = http_get(port, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
+
 pub async fn http_ok_body(port: u16, path: &str) -> Option<String> {
     let (status, body) = http_get(port, path).await?;
     (status == 200).then(|| body.trim().to_string())
