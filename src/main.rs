@@ -134,6 +134,9 @@ struct BenchArgs {
     /// Drifts in the repeated scenario.
     #[arg(long, default_value_t = 10)]
     repeats: usize,
+    /// Resources created, drifted and deleted in each of the churn scenario's two rounds.
+    #[arg(long, default_value_t = 2000)]
+    churn_resources: usize,
     /// Where summary.json and the .hgrm files go.
     #[arg(long, default_value = "target/bench")]
     out_dir: PathBuf,
@@ -235,6 +238,7 @@ async fn bench(args: BenchArgs, exit_on_stdin_eof: bool) -> Result<()> {
         seed: args.seed,
         storm_patches: args.storm_patches,
         repeats: args.repeats,
+        churn_resources: args.churn_resources,
         out_dir: args.out_dir,
         summary_json: args.summary_json,
     };

@@ -17,6 +17,7 @@
 //! (repeated, storm).
 
 mod breakdown;
+mod churn;
 mod fleet;
 mod observe;
 mod options;
@@ -128,6 +129,7 @@ async fn measure(
         steady: None,
         repeated: None,
         storm: None,
+        churn: None,
         programs: Vec::new(),
         operator_latency: None,
     };
@@ -207,6 +209,10 @@ async fn run_scenario(
                 programs,
             );
             report.storm = Some(storm.await?);
+        }
+        Scenario::Churn => {
+            let churned = churn::churn(admin, options.churn_resources, programs);
+            report.churn = Some(churned.await?);
         }
     }
     Ok(())

@@ -16,6 +16,9 @@ pub enum Scenario {
     Repeated,
     /// Patches to one resource as fast as they go, inside one window.
     Storm,
+    /// Many resources created, drifted once and deleted, twice: the operator's memory after
+    /// each round.
+    Churn,
 }
 
 /// How the system under test runs: ours in one mode, or a baseline without what we add.
@@ -94,6 +97,8 @@ pub struct BenchOptions {
     pub storm_patches: usize,
     /// Drifts in the repeated scenario.
     pub repeats: usize,
+    /// Resources per round of the churn scenario.
+    pub churn_resources: usize,
     /// Where the `.hgrm` files and `summary.json` go.
     pub out_dir: PathBuf,
     /// Where to write the summary too, if anywhere else.
@@ -127,6 +132,10 @@ impl BenchOptions {
             (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.debounce),
             "--debounce must be between 1s and 60s, not {:?}",
             self.debounce
+        );
+        ensure!(
+            (1..=10_000).contains(&self.churn_resources),
+            "--churn-resources must be 1..=10000"
         );
         ensure!(
             self.resync >= Duration::from_secs(1),
@@ -206,6 +215,7 @@ mod tests {
             seed: 1,
             storm_patches: 1000,
             repeats: 10,
+            churn_resources: 20,
             out_dir: PathBuf::from("target/bench"),
             summary_json: None,
         }

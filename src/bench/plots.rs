@@ -177,6 +177,7 @@ mod tests {
                     .collect(),
             ),
             storm: None,
+            churn: None,
             programs: Vec::new(),
             operator_latency: None,
         }

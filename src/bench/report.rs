@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{
+    churn::ChurnResult,
     options::{BenchOptions, Variant},
     scenarios::{ARGO_CD_SELF_HEAL_BACKOFF_S, StormResult},
     steady::SteadyResult,
@@ -17,13 +18,15 @@ use crate::telemetry::LatencySummary;
 /// `/proc`'s clock tick (USER_HZ), 100 on every Linux architecture.
 const USER_HZ: f64 = 100.0;
 
-/// CPU time and peak memory of one program, read from `/proc` before it stops.
+/// CPU time and memory of one program, read from `/proc` before it stops.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub(crate) struct ProcessStats {
     /// User and system CPU seconds.
     pub cpu_seconds: f64,
     /// Peak resident set size (VmHWM), MiB.
     pub peak_rss_mib: f64,
+    /// Resident set size now (VmRSS), MiB.
+    pub rss_mib: f64,
 }
 
 /// [`ProcessStats`] of process `pid`, if `/proc` has it.
@@ -35,17 +38,21 @@ pub(crate) fn process_stats(pid: u32) -> Option<ProcessStats> {
     // utime and stime are fields 14 and 15 of stat(5); 11 and 12 after the name and state.
     let cpu_seconds = (ticks(11)? + ticks(12)?) / USER_HZ;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let mib = |field: &str| -> Option<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    };
     Some(ProcessStats {
         cpu_seconds,
-        peak_rss_mib: hwm_kib / 1024.0,
+        peak_rss_mib: mib("VmHWM:")?,
+        rss_mib: mib("VmRSS:")?,
     })
 }
 
@@ -59,6 +66,8 @@ pub(crate) struct VariantReport {
     pub repeated: Option<Vec<Duration>>,
     /// The storm scenario, if run.
     pub storm: Option<StormResult>,
+    /// The churn scenario, if run.
+    pub churn: Option<ChurnResult>,
     /// The programs' CPU and memory, by program.
     pub programs: Vec<(String, ProcessStats)>,
     /// The operator's own `/debug/latency` (its detection→revert histogram).
@@ -126,6 +135,7 @@ fn variant_json(report: &VariantReport, reference: Option<&LatencySummary>) -> V
         "steady": steady,
         "repeated": repeated,
         "storm": report.storm,
+        "churn": report.churn,
         "programs": report.programs.iter().map(|(name, stats)| json!({"program": name, "stats": stats})).collect::<Vec<_>>(),
     })
 }
@@ -230,6 +240,26 @@ pub(crate) fn print_table(reports: &[VariantReport]) {
                 storm.revert_after_last_patch_ms
             );
         }
+        if let Some(churn) = &r.churn {
+            let rounds: Vec<String> = churn
+                .rounds
+                .iter()
+                .map(|round| {
+                    format!(
+                        "{:.1} MiB ({} recorders after drift, {} after delete)",
+                        round.operator.rss_mib, round.recorders_drifted, round.recorders_deleted
+                    )
+                })
+                .collect();
+            println!(
+                "{:<12} {:<9} {} resources per round; operator RSS {:.1} MiB before, after each round: {}",
+                r.variant.to_string(),
+                "churn",
+                churn.resources,
+                churn.before.rss_mib,
+                rounds.join(", ")
+            );
+        }
     }
 }
 
@@ -241,6 +271,10 @@ mod tests {
     fn this_process_has_cpu_time_and_a_peak_rss() {
         let stats = process_stats(std::process::id()).expect("/proc of this process");
         assert!(stats.peak_rss_mib > 1.0, "{stats:?}");
+        assert!(
+            stats.rss_mib > 1.0 && stats.rss_mib <= stats.peak_rss_mib,
+            "{stats:?}"
+        );
         assert!(stats.cpu_seconds >= 0.0, "{stats:?}");
     }
 

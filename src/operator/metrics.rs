@@ -14,7 +14,9 @@ use kube::{ResourceExt, runtime::watcher};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram as PromHistogram},
+    metrics::{
+        counter::Counter, family::Family, gauge::Gauge, histogram::Histogram as PromHistogram,
+    },
     registry::Registry,
 };
 
@@ -77,6 +79,8 @@ struct Hdr {
     per_resource: Mutex<BTreeMap<(String, &'static str), LatencyRecorder>>,
     /// The resources listed so far while the custom-resource watch relists.
     relist: Mutex<Option<HashSet<String>>>,
+    /// How many per-resource recorders are held: what memory they take is in sight.
+    recorders: Gauge,
 }
 
 impl Hdr {
@@ -92,9 +96,14 @@ impl Hdr {
 
     /// Frees the recorders of every resource `keep` refuses.
     fn retain(&self, keep: impl Fn(&String) -> bool) {
-        self.per_resource()
-            .retain(|(resource, _), _| keep(resource));
+        let mut recorders = self.per_resource();
+        recorders.retain(|(resource, _), _| keep(resource));
+        self.recorders.set(gauge_value(recorders.len()));
     }
+}
+
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// Every operator metric; cheap to clone.
@@ -148,6 +157,11 @@ impl Metrics {
             "Time from the sentinel's detection (since=detected) or trigger (since=triggered) to the revert verified",
             metrics.latency.clone(),
         );
+        registry.register(
+            "kube_sentinel_operator_latency_recorders",
+            "Per-resource latency recorders held (two per resource that reverted, freed with it)",
+            metrics.hdr.recorders.clone(),
+        );
         metrics
     }
 
@@ -170,12 +184,15 @@ impl Metrics {
             Since::Triggered => &self.hdr.triggered,
         };
         overall.record(latency);
-        let recorder = self
-            .hdr
-            .per_resource()
-            .entry((resource.to_string(), since.label()))
-            .or_default()
-            .clone();
+        let recorder = {
+            let mut recorders = self.hdr.per_resource();
+            let recorder = recorders
+                .entry((resource.to_string(), since.label()))
+                .or_default()
+                .clone();
+            self.hdr.recorders.set(gauge_value(recorders.len()));
+            recorder
+        };
         recorder.record(latency);
     }
 
@@ -282,7 +299,9 @@ mod tests {
             metrics.record_latency(&resource, Since::Triggered, Duration::from_millis(3));
         }
         assert_eq!(metrics.tracked_resources(), 3);
+        assert_eq!(metrics.hdr.recorders.get(), 6, "the gauge counts recorders");
         metrics.track(&watcher::Event::Delete(cr("a")));
+        assert_eq!(metrics.hdr.recorders.get(), 4);
         assert_eq!(metrics.tracked_resources(), 2, "a's two recorders freed");
         assert!(!metrics.percentile_text().contains("# ns/a "));
         // b is deleted while the watch is down: the relist lists c only, and no Delete comes.

@@ -9,8 +9,8 @@ use std::{
 use kube_sentinel::testenv::ControlPlaneConfig;
 use serde_json::Value;
 
-/// The short profile: two resources, one drift a second for six seconds.
-const SHORT_PROFILE: [&str; 20] = [
+/// The short profile: two resources, one drift a second for six seconds; three churned.
+const SHORT_PROFILE: [&str; 22] = [
     "--resources",
     "2",
     "--rate",
@@ -29,8 +29,10 @@ const SHORT_PROFILE: [&str; 20] = [
     "2",
     "--seed",
     "7",
+    "--churn-resources",
+    "3",
     "--scenarios",
-    "steady,repeated,storm",
+    "steady,repeated,storm,churn",
 ];
 
 #[test]
@@ -146,6 +148,23 @@ fn a_short_bench_measures_every_variant_and_loses_no_drift() {
             storm["fast_reconciles"].as_f64().expect("fast") >= 1.0,
             "{storm:#}"
         );
+    }
+    for ours in &variants[..2] {
+        // Each churned resource reverted (two recorders each) and took its recorders with it.
+        let churn = &ours["churn"];
+        let before = churn["recorders_before"]
+            .as_f64()
+            .expect("recorders before");
+        let rounds = churn["rounds"].as_array().expect("rounds");
+        assert_eq!(rounds.len(), 2, "{churn:#}");
+        for round in rounds {
+            assert_eq!(round["recorders_drifted"], before + 6.0, "{churn:#}");
+            assert_eq!(round["recorders_deleted"], before, "{churn:#}");
+            assert!(
+                round["operator"]["rss_mib"].as_f64().expect("rss") > 1.0,
+                "{churn:#}"
+            );
+        }
     }
     // In trailing mode the trigger comes after the storm has ended, so its fast path reverts
     // the label itself (in leading mode the storm may outlast the fast path's tries, and the
