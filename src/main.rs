@@ -137,6 +137,9 @@ struct BenchArgs {
     /// Resources created, drifted and deleted in each of the churn scenario's two rounds.
     #[arg(long, default_value_t = 2000)]
     churn_resources: usize,
+    /// Labelled objects the sentinel watches at each level of the scale scenario.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10_000, 50_000])]
+    scale_objects: Vec<usize>,
     /// Where summary.json and the .hgrm files go.
     #[arg(long, default_value = "target/bench")]
     out_dir: PathBuf,
@@ -239,6 +242,7 @@ async fn bench(args: BenchArgs, exit_on_stdin_eof: bool) -> Result<()> {
         storm_patches: args.storm_patches,
         repeats: args.repeats,
         churn_resources: args.churn_resources,
+        scale_objects: args.scale_objects,
         out_dir: args.out_dir,
         summary_json: args.summary_json,
     };

@@ -23,6 +23,7 @@ mod observe;
 mod options;
 mod plots;
 mod report;
+mod scale;
 mod scenarios;
 mod steady;
 
@@ -130,11 +131,23 @@ async fn measure(
         repeated: None,
         storm: None,
         churn: None,
+        scale: None,
         programs: Vec::new(),
         operator_latency: None,
     };
+    let sentinel_flags = options.sentinel_flags(variant);
+    let launch = scale::SentinelLaunch {
+        plane,
+        logs: &variant_logs,
+        flags: &sentinel_flags,
+    };
     for scenario in options.scenarios_of(variant) {
-        run_scenario(admin, fleet, options, scenario, programs, &mut report).await?;
+        let at = Where {
+            admin,
+            fleet,
+            launch: &launch,
+        };
+        run_scenario(at, options, scenario, programs, &mut report).await?;
         fleet.wait_settled(programs, SETTLE).await?;
     }
     report.programs = programs
@@ -174,9 +187,19 @@ async fn start_programs(
     Ok(())
 }
 
+/// What a scenario runs against.
+struct Where<'a> {
+    admin: &'a Client,
+    fleet: &'a fleet::Fleet,
+    launch: &'a scale::SentinelLaunch<'a>,
+}
+
 async fn run_scenario(
-    admin: &Client,
-    fleet: &fleet::Fleet,
+    Where {
+        admin,
+        fleet,
+        launch,
+    }: Where<'_>,
     options: &BenchOptions,
     scenario: Scenario,
     programs: &mut Programs,
@@ -213,6 +236,11 @@ async fn run_scenario(
         Scenario::Churn => {
             let churned = churn::churn(admin, options.churn_resources, programs);
             report.churn = Some(churned.await?);
+        }
+        Scenario::Scale => {
+            let launch = scale::SentinelLaunch { ..*launch };
+            let scaled = scale::scale(admin, &options.scale_objects, launch, programs);
+            report.scale = Some(scaled.await?);
         }
     }
     Ok(())

@@ -19,6 +19,9 @@ pub enum Scenario {
     /// Many resources created, drifted once and deleted, twice: the operator's memory after
     /// each round.
     Churn,
+    /// The sentinel watching more and more labelled objects: memory, CPU per event, time to
+    /// sync.
+    Scale,
 }
 
 /// How the system under test runs: ours in one mode, or a baseline without what we add.
@@ -99,6 +102,8 @@ pub struct BenchOptions {
     pub repeats: usize,
     /// Resources per round of the churn scenario.
     pub churn_resources: usize,
+    /// The scale scenario's levels: labelled objects watched, ascending.
+    pub scale_objects: Vec<usize>,
     /// Where the `.hgrm` files and `summary.json` go.
     pub out_dir: PathBuf,
     /// Where to write the summary too, if anywhere else.
@@ -136,6 +141,12 @@ impl BenchOptions {
         ensure!(
             (1..=10_000).contains(&self.churn_resources),
             "--churn-resources must be 1..=10000"
+        );
+        ensure!(
+            !self.scale_objects.is_empty()
+                && self.scale_objects.windows(2).all(|w| w[0] < w[1])
+                && self.scale_objects.iter().all(|n| (1..=200_000).contains(n)),
+            "--scale-objects must be ascending counts in 1..=200000"
         );
         ensure!(
             self.resync >= Duration::from_secs(1),
@@ -216,6 +227,7 @@ mod tests {
             storm_patches: 1000,
             repeats: 10,
             churn_resources: 20,
+            scale_objects: vec![100, 1000],
             out_dir: PathBuf::from("target/bench"),
             summary_json: None,
         }

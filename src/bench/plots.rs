@@ -178,6 +178,7 @@ mod tests {
             ),
             storm: None,
             churn: None,
+            scale: None,
             programs: Vec::new(),
             operator_latency: None,
         }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::{
     churn::ChurnResult,
     options::{BenchOptions, Variant},
+    scale::ScaleResult,
     scenarios::{ARGO_CD_SELF_HEAL_BACKOFF_S, StormResult},
     steady::SteadyResult,
 };
@@ -68,6 +69,8 @@ pub(crate) struct VariantReport {
     pub storm: Option<StormResult>,
     /// The churn scenario, if run.
     pub churn: Option<ChurnResult>,
+    /// The scale scenario, if run.
+    pub scale: Option<ScaleResult>,
     /// The programs' CPU and memory, by program.
     pub programs: Vec<(String, ProcessStats)>,
     /// The operator's own `/debug/latency` (its detection→revert histogram).
@@ -136,6 +139,7 @@ fn variant_json(report: &VariantReport, reference: Option<&LatencySummary>) -> V
         "repeated": repeated,
         "storm": report.storm,
         "churn": report.churn,
+        "scale": report.scale,
         "programs": report.programs.iter().map(|(name, stats)| json!({"program": name, "stats": stats})).collect::<Vec<_>>(),
     })
 }
@@ -259,6 +263,21 @@ pub(crate) fn print_table(reports: &[VariantReport]) {
                 churn.before.rss_mib,
                 rounds.join(", ")
             );
+        }
+        if let Some(scale) = &r.scale {
+            for level in &scale.levels {
+                println!(
+                    "{:<12} {:<9} {} objects: sentinel {:.1} MiB after sync ({:.1} idle, {:.0} B/object), synced in {:.1} s, {:.3} CPU s per 1k events",
+                    r.variant.to_string(),
+                    "scale",
+                    level.objects,
+                    level.synced.rss_mib,
+                    scale.idle.rss_mib,
+                    level.bytes_per_object,
+                    level.sync_s,
+                    level.cpu_s_per_1k_events
+                );
+            }
         }
     }
 }

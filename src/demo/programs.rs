@@ -184,6 +184,22 @@ impl Programs {
         Ok(())
     }
 
+    /// Stops `kind` if it runs, starts it again with `flags` and waits until it is ready.
+    pub(crate) async fn restart(
+        &mut self,
+        plane: &ControlPlane,
+        logs: &Path,
+        kind: ProgramKind,
+        flags: &[String],
+    ) -> Result<()> {
+        if let Some(index) = self.0.iter().position(|p| p.kind == kind) {
+            self.0.remove(index).stop().await;
+        }
+        self.spawn(plane, logs, kind, flags).await?;
+        let started = self.0.last_mut().expect("just spawned");
+        started.wait_ready().await
+    }
+
     /// The programs, in the order they were started.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Program> {
         self.0.iter()

@@ -9,8 +9,9 @@ use std::{
 use kube_sentinel::testenv::ControlPlaneConfig;
 use serde_json::Value;
 
-/// The short profile: two resources, one drift a second for six seconds; three churned.
-const SHORT_PROFILE: [&str; 22] = [
+/// The short profile: two resources, one drift a second for six seconds; three churned; the
+/// sentinel watching 20, then 50 more objects.
+const SHORT_PROFILE: [&str; 24] = [
     "--resources",
     "2",
     "--rate",
@@ -31,8 +32,10 @@ const SHORT_PROFILE: [&str; 22] = [
     "7",
     "--churn-resources",
     "3",
+    "--scale-objects",
+    "20,50",
     "--scenarios",
-    "steady,repeated,storm,churn",
+    "steady,repeated,storm,churn,scale",
 ];
 
 #[test]
