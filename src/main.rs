@@ -134,6 +134,9 @@ struct BenchArgs {
     /// Drifts in the repeated scenario.
     #[arg(long, default_value_t = 10)]
     repeats: usize,
+    /// Spec changes per second in the backlog scenario (to half the resources).
+    #[arg(long, default_value_t = 20.0)]
+    backlog_rate: f64,
     /// Resources created, drifted and deleted in each of the churn scenario's two rounds.
     #[arg(long, default_value_t = 2000)]
     churn_resources: usize,
@@ -241,6 +244,7 @@ async fn bench(args: BenchArgs, exit_on_stdin_eof: bool) -> Result<()> {
         seed: args.seed,
         storm_patches: args.storm_patches,
         repeats: args.repeats,
+        backlog_rate: args.backlog_rate,
         churn_resources: args.churn_resources,
         scale_objects: args.scale_objects,
         out_dir: args.out_dir,

@@ -16,6 +16,7 @@
 //! until its own watch shows the object back as it was (steady), or its read-back does
 //! (repeated, storm).
 
+mod backlog;
 mod breakdown;
 mod churn;
 mod fleet;
@@ -130,6 +131,7 @@ async fn measure(
         steady: None,
         repeated: None,
         storm: None,
+        backlog: None,
         churn: None,
         scale: None,
         programs: Vec::new(),
@@ -210,15 +212,14 @@ async fn run_scenario(
     let first = fleet.clusters().first().context("the fleet is empty")?;
     match scenario {
         Scenario::Steady => {
-            let load = steady::Load {
-                rate: options.rate,
-                duration: options.duration,
-                kinds: &options.kinds,
-                seed: options.seed,
-                grace: grace(options, variant),
-                breakdown: variant.has_sentinel(),
-            };
+            let load = steady_load(options, variant, fleet);
             report.steady = Some(steady::run(admin, fleet, load).await);
+        }
+        Scenario::Backlog => {
+            let load = steady_load(options, variant, fleet);
+            let operator = programs.port(ProgramKind::Operator);
+            let backlog = backlog::run(admin, fleet, load, options.backlog_rate, operator);
+            report.backlog = Some(backlog.await);
         }
         Scenario::Repeated => {
             report.repeated = Some(scenarios::repeated(first, options.repeats, programs).await?);
@@ -244,6 +245,23 @@ async fn run_scenario(
         }
     }
     Ok(())
+}
+
+/// The steady load `options` asks for, over the whole fleet.
+fn steady_load<'a>(
+    options: &'a BenchOptions,
+    variant: Variant,
+    fleet: &fleet::Fleet,
+) -> steady::Load<'a> {
+    steady::Load {
+        rate: options.rate,
+        duration: options.duration,
+        kinds: &options.kinds,
+        seed: options.seed,
+        grace: grace(options, variant),
+        breakdown: variant.has_sentinel(),
+        targets: 0..fleet.clusters().len(),
+    }
 }
 
 /// How long a drift may wait for its revert after the load ends: a resync baseline waits for

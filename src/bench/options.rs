@@ -16,6 +16,9 @@ pub enum Scenario {
     Repeated,
     /// Patches to one resource as fast as they go, inside one window.
     Storm,
+    /// Spec changes (full reconciles with real API work) to half the fleet, drift on the other
+    /// half at the same time.
+    Backlog,
     /// Many resources created, drifted once and deleted, twice: the operator's memory after
     /// each round.
     Churn,
@@ -100,6 +103,8 @@ pub struct BenchOptions {
     pub storm_patches: usize,
     /// Drifts in the repeated scenario.
     pub repeats: usize,
+    /// Spec changes per second in the backlog scenario.
+    pub backlog_rate: f64,
     /// Resources per round of the churn scenario.
     pub churn_resources: usize,
     /// The scale scenario's levels: labelled objects watched, ascending.
@@ -139,6 +144,14 @@ impl BenchOptions {
             self.debounce
         );
         ensure!(
+            self.backlog_rate > 0.0 && self.backlog_rate <= 1000.0,
+            "--backlog-rate must be above 0 and at most 1000 spec changes per second"
+        );
+        ensure!(
+            !self.scenarios.contains(&Scenario::Backlog) || self.resources >= 2,
+            "the backlog scenario needs --resources 2 or more (half changed, half drifted)"
+        );
+        ensure!(
             (1..=10_000).contains(&self.churn_resources),
             "--churn-resources must be 1..=10000"
         );
@@ -169,18 +182,19 @@ impl BenchOptions {
         ours.chain(baselines).collect()
     }
 
-    /// The scenarios `variant` runs: ours run every scenario asked for, a baseline the steady
-    /// one (the figure it is compared on).
+    /// The scenarios `variant` runs: ours run every scenario asked for, a baseline those it is
+    /// compared on (the steady one; the backlog too for the single lane).
     pub fn scenarios_of(&self, variant: Variant) -> Vec<Scenario> {
-        match variant {
-            Variant::Trailing | Variant::Leading => self.scenarios.clone(),
-            _ => self
-                .scenarios
-                .iter()
-                .copied()
-                .filter(|s| *s == Scenario::Steady)
-                .collect(),
-        }
+        let compared: &[Scenario] = match variant {
+            Variant::Trailing | Variant::Leading => return self.scenarios.clone(),
+            Variant::SingleLane => &[Scenario::Steady, Scenario::Backlog],
+            Variant::WatchOwned | Variant::Resync => &[Scenario::Steady],
+        };
+        self.scenarios
+            .iter()
+            .copied()
+            .filter(|s| compared.contains(s))
+            .collect()
     }
 
     /// The flags of the sentinel in `variant`.
@@ -226,6 +240,7 @@ mod tests {
             seed: 1,
             storm_patches: 1000,
             repeats: 10,
+            backlog_rate: 20.0,
             churn_resources: 20,
             scale_objects: vec![100, 1000],
             out_dir: PathBuf::from("target/bench"),

@@ -177,6 +177,7 @@ mod tests {
                     .collect(),
             ),
             storm: None,
+            backlog: None,
             churn: None,
             scale: None,
             programs: Vec::new(),

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{
+    backlog::BacklogResult,
     churn::ChurnResult,
     options::{BenchOptions, Variant},
     scale::ScaleResult,
@@ -67,6 +68,8 @@ pub(crate) struct VariantReport {
     pub repeated: Option<Vec<Duration>>,
     /// The storm scenario, if run.
     pub storm: Option<StormResult>,
+    /// The backlog scenario, if run.
+    pub backlog: Option<BacklogResult>,
     /// The churn scenario, if run.
     pub churn: Option<ChurnResult>,
     /// The scale scenario, if run.
@@ -80,11 +83,15 @@ pub(crate) struct VariantReport {
 /// The JSON summary of every variant, with each baseline's steady p50 and p99 as a ratio to
 /// ours in trailing mode (the default).
 pub(crate) fn summary(options: &BenchOptions, reports: &[VariantReport]) -> Value {
-    let reference = reports
-        .iter()
-        .find(|r| r.variant == Variant::Trailing)
-        .and_then(|r| r.steady.as_ref())
-        .map(|s| s.latency.snapshot().summary());
+    let trailing = reports.iter().find(|r| r.variant == Variant::Trailing);
+    let references = References {
+        steady: trailing
+            .and_then(|r| r.steady.as_ref())
+            .map(|s| s.latency.snapshot().summary()),
+        backlog: trailing
+            .and_then(|r| r.backlog.as_ref())
+            .map(|b| b.drift.latency.snapshot().summary()),
+    };
     json!({
         "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "date": jiff::Timestamp::now().to_string(),
@@ -96,33 +103,31 @@ pub(crate) fn summary(options: &BenchOptions, reports: &[VariantReport]) -> Valu
             "kinds": options.kinds.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
             "debounce_ms": ms(options.debounce),
             "seed": options.seed,
+            "backlog_spec_changes_per_s": options.backlog_rate,
         },
         "argo_cd_self_heal_backoff_s": ARGO_CD_SELF_HEAL_BACKOFF_S,
-        "variants": reports.iter().map(|r| variant_json(r, reference.as_ref())).collect::<Vec<_>>(),
+        "variants": reports.iter().map(|r| variant_json(r, &references)).collect::<Vec<_>>(),
     })
 }
 
-fn variant_json(report: &VariantReport, reference: Option<&LatencySummary>) -> Value {
-    let steady = report.steady.as_ref().map(|s| {
-        let summary = s.latency.snapshot().summary();
+/// Ours in trailing mode, which every ratio is taken to.
+struct References {
+    steady: Option<LatencySummary>,
+    backlog: Option<LatencySummary>,
+}
+
+fn variant_json(report: &VariantReport, references: &References) -> Value {
+    let steady = report
+        .steady
+        .as_ref()
+        .map(|s| steady_json(s, references.steady.as_ref()));
+    let backlog = report.backlog.as_ref().map(|b| {
         json!({
-            "injected": s.injected,
-            "reverted": s.reverted,
-            "lost": s.lost,
-            "write_errors": s.write_errors,
-            "skipped_ticks": s.skipped,
-            "watch_errors": s.watch_errors,
-            "latency_ms": percentiles(&summary),
-            "breakdown": (s.breakdown.measured > 0).then(|| json!({
-                "measured": s.breakdown.measured,
-                "unmatched": s.breakdown.unmatched,
-                "negative_clamped": s.breakdown.negative,
-                "stages": s.breakdown.summary(),
-            })),
-            "ratio_to_trailing": reference.map(|r| json!({
-                "p50": ratio(summary.p50, r.p50),
-                "p99": ratio(summary.p99, r.p99),
-            })),
+            "spec_changes": b.spec_changes,
+            "spec_changes_skipped": b.spec_changes_skipped,
+            "spec_change_errors": b.spec_change_errors,
+            "full_reconciles": b.full_reconciles,
+            "drift": steady_json(&b.drift, references.backlog.as_ref()),
         })
     });
     let repeated = report.repeated.as_ref().map(|times| {
@@ -136,11 +141,36 @@ fn variant_json(report: &VariantReport, reference: Option<&LatencySummary>) -> V
     json!({
         "variant": report.variant,
         "steady": steady,
+        "backlog": backlog,
         "repeated": repeated,
         "storm": report.storm,
         "churn": report.churn,
         "scale": report.scale,
         "programs": report.programs.iter().map(|(name, stats)| json!({"program": name, "stats": stats})).collect::<Vec<_>>(),
+    })
+}
+
+/// A drift run's counts, percentiles, stage breakdown and ratio to `reference`.
+fn steady_json(s: &SteadyResult, reference: Option<&LatencySummary>) -> Value {
+    let summary = s.latency.snapshot().summary();
+    json!({
+        "injected": s.injected,
+        "reverted": s.reverted,
+        "lost": s.lost,
+        "write_errors": s.write_errors,
+        "skipped_ticks": s.skipped,
+        "watch_errors": s.watch_errors,
+        "latency_ms": percentiles(&summary),
+        "breakdown": (s.breakdown.measured > 0).then(|| json!({
+            "measured": s.breakdown.measured,
+            "unmatched": s.breakdown.unmatched,
+            "negative_clamped": s.breakdown.negative,
+            "stages": s.breakdown.summary(),
+        })),
+        "ratio_to_trailing": reference.map(|r| json!({
+            "p50": ratio(summary.p50, r.p50),
+            "p99": ratio(summary.p99, r.p99),
+        })),
     })
 }
 
@@ -178,6 +208,11 @@ pub(crate) fn write(
             let hgrm = steady.latency.snapshot().percentile_distribution();
             std::fs::write(&path, hgrm).with_context(|| format!("writing {}", path.display()))?;
         }
+        if let Some(backlog) = &report.backlog {
+            let path = dir.join(format!("{}-backlog.hgrm", report.variant));
+            let hgrm = backlog.drift.latency.snapshot().percentile_distribution();
+            std::fs::write(&path, hgrm).with_context(|| format!("writing {}", path.display()))?;
+        }
         if let Some(operator) = &report.operator_latency {
             let path = dir.join(format!("{}-operator.hgrm", report.variant));
             std::fs::write(&path, operator)
@@ -185,6 +220,36 @@ pub(crate) fn write(
         }
     }
     Ok(())
+}
+
+/// A drift run's row and, if the programs' timestamps were read, its stages.
+fn print_drift_rows(variant: Variant, scenario: &str, s: &SteadyResult) {
+    let q = s.latency.snapshot().summary();
+    println!(
+        "{:<12} {:<9} {:>8} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+        variant.to_string(),
+        scenario,
+        s.injected,
+        s.reverted,
+        ms(q.p50),
+        ms(q.p90),
+        ms(q.p99),
+        ms(q.max)
+    );
+    if s.breakdown.measured > 0 {
+        let stages: Vec<String> = s
+            .breakdown
+            .summary()
+            .iter()
+            .map(|st| format!("{} {:.0}/{:.0}", st.stage, st.p50_ms, st.p99_ms))
+            .collect();
+        println!(
+            "{:<12} {:<9} p50/p99 ms: {}",
+            variant.to_string(),
+            "stages",
+            stages.join(", ")
+        );
+    }
 }
 
 /// One line per variant and scenario, for standard output.
@@ -195,31 +260,18 @@ pub(crate) fn print_table(reports: &[VariantReport]) {
     );
     for r in reports {
         if let Some(s) = &r.steady {
-            let q = s.latency.snapshot().summary();
-            println!(
-                "{:<12} {:<9} {:>8} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-                r.variant.to_string(),
-                "steady",
-                s.injected,
-                s.reverted,
-                ms(q.p50),
-                ms(q.p90),
-                ms(q.p99),
-                ms(q.max)
-            );
+            print_drift_rows(r.variant, "steady", s);
         }
-        if let Some(s) = r.steady.as_ref().filter(|s| s.breakdown.measured > 0) {
-            let stages: Vec<String> = s
-                .breakdown
-                .summary()
-                .iter()
-                .map(|st| format!("{} {:.0}/{:.0}", st.stage, st.p50_ms, st.p99_ms))
-                .collect();
+        if let Some(b) = &r.backlog {
+            print_drift_rows(r.variant, "backlog", &b.drift);
             println!(
-                "{:<12} {:<9} p50/p99 ms: {}",
+                "{:<12} {:<9} {} spec changes ({} skipped, {} refused), {} full reconciles",
                 r.variant.to_string(),
-                "stages",
-                stages.join(", ")
+                "backlog",
+                b.spec_changes,
+                b.spec_changes_skipped,
+                b.spec_change_errors,
+                b.full_reconciles.map_or("?".into(), |n| n.to_string())
             );
         }
         if let Some(times) = &r.repeated {

@@ -36,6 +36,8 @@ pub(crate) struct Load<'a> {
     pub grace: Duration,
     /// Whether to read the programs' timestamps after each revert (a sentinel runs).
     pub breakdown: bool,
+    /// The resources drifted, by index into the fleet.
+    pub targets: std::ops::Range<usize>,
 }
 
 /// What one steady run measured.
@@ -130,7 +132,7 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
                 }
             }
             _ = tick.tick(), if generating => {
-                match draw(fleet, &objects, &pending, &mut rng, load.kinds) {
+                match draw(fleet, &objects, &pending, &mut rng, &load) {
                     Some((i, kind, baseline)) => {
                         pending.insert(i, Pending { kind, baseline, written: None, seen_drifted: false });
                         writes.push(write(fleet, i, kind));
@@ -171,13 +173,16 @@ fn draw(
     objects: &Objects,
     pending: &HashMap<usize, Pending>,
     rng: &mut StdRng,
-    kinds: &[DriftKind],
+    load: &Load<'_>,
 ) -> Option<(usize, DriftKind, Baseline)> {
-    let count = fleet.clusters().len();
+    let targets = load.targets.start..load.targets.end.min(fleet.clusters().len());
+    if targets.is_empty() {
+        return None;
+    }
     // A few tries: with most resources busy, a tick is skipped rather than searched for long.
     (0..8).find_map(|_| {
-        let i = rng.random_range(0..count);
-        let kind = kinds[rng.random_range(0..kinds.len())];
+        let i = rng.random_range(targets.clone());
+        let kind = load.kinds[rng.random_range(0..load.kinds.len())];
         if pending.contains_key(&i) {
             return None;
         }

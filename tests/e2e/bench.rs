@@ -10,8 +10,8 @@ use kube_sentinel::testenv::ControlPlaneConfig;
 use serde_json::Value;
 
 /// The short profile: two resources, one drift a second for six seconds; three churned; the
-/// sentinel watching 20, then 50 more objects.
-const SHORT_PROFILE: [&str; 24] = [
+/// sentinel watching 20, then 50 more objects; two spec changes a second in the backlog.
+const SHORT_PROFILE: [&str; 26] = [
     "--resources",
     "2",
     "--rate",
@@ -34,8 +34,10 @@ const SHORT_PROFILE: [&str; 24] = [
     "3",
     "--scale-objects",
     "20,50",
+    "--backlog-rate",
+    "2",
     "--scenarios",
-    "steady,repeated,storm,churn,scale",
+    "steady,repeated,storm,backlog,churn,scale",
 ];
 
 #[test]
@@ -150,6 +152,33 @@ fn a_short_bench_measures_every_variant_and_loses_no_drift() {
         assert!(
             storm["fast_reconciles"].as_f64().expect("fast") >= 1.0,
             "{storm:#}"
+        );
+    }
+    // The backlog: ours and the single lane under spec changes to one resource, drift on the
+    // other, nothing lost.
+    for v in &variants[..3] {
+        let backlog = &v["backlog"];
+        assert!(
+            backlog["spec_changes"].as_u64().expect("spec changes") >= 6,
+            "{backlog:#}"
+        );
+        assert!(
+            backlog["full_reconciles"]
+                .as_u64()
+                .expect("full reconciles")
+                >= 1,
+            "{backlog:#}"
+        );
+        let drift = &backlog["drift"];
+        let injected = drift["injected"].as_u64().expect("injected");
+        assert!(injected >= 3, "{backlog:#}");
+        assert_eq!(drift["reverted"], injected, "{backlog:#}");
+        assert_eq!(drift["lost"], 0, "{backlog:#}");
+    }
+    for v in &variants[3..] {
+        assert!(
+            v["backlog"].is_null(),
+            "only the single lane is compared on the backlog: {v:#}"
         );
     }
     for ours in &variants[..2] {
