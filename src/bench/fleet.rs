@@ -41,6 +41,8 @@ impl Fleet {
             let name = name_of(index);
             let mut cr = sample.clone();
             cr["metadata"]["name"] = name.clone().into();
+            // Serving TLS on, so that the TLS Secret can be drifted too.
+            cr["spec"]["tls"] = serde_json::json!({"enabled": true});
             manifests::apply(admin, &cr.to_string(), CREATOR, BENCH_NAMESPACE)
                 .await
                 .with_context(|| format!("creating StatefulCluster {name}"))?;

@@ -1,12 +1,12 @@
-//! The load generator's own eyes: watches of the fleet's StatefulSets, Services and
-//! ConfigMaps, and the drifted part of each object as they last showed it.
+//! The load generator's own eyes: watches of the fleet's StatefulSets, Services, ConfigMaps
+//! and TLS Secrets, and the drifted part of each object as they last showed it.
 
 use std::collections::HashMap;
 
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Service},
+    core::v1::{ConfigMap, Secret, Service},
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -15,7 +15,7 @@ use kube::{
 
 use crate::demo::{
     DriftKind,
-    drift::{Baseline, config_map_name},
+    drift::{Baseline, config_map_name, tls_secret_name},
 };
 
 /// One change the watches saw.
@@ -28,6 +28,8 @@ pub(crate) enum Seen {
     ServiceGone(String),
     /// A ConfigMap as it is now.
     ConfigMap(Box<ConfigMap>),
+    /// A Secret as it is now.
+    Secret(Box<Secret>),
     /// A watch failed (it retries with backoff).
     Error,
 }
@@ -70,7 +72,25 @@ pub(crate) fn watch_fleet(client: &Client, namespace: &str) -> impl Stream<Item 
         Ok(_) => None,
         Err(_) => Some(Seen::Error),
     });
-    stream::select(stream::select(sets, services), config_maps).filter_map(std::future::ready)
+    let secrets = watcher(
+        Api::<Secret>::namespaced(client.clone(), namespace),
+        config(),
+    )
+    .default_backoff()
+    .map(|e| match e {
+        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+            Some(Seen::Secret(Box::new(o)))
+        }
+        Ok(_) => None,
+        Err(_) => Some(Seen::Error),
+    });
+    stream::select_all([
+        sets.boxed(),
+        services.boxed(),
+        config_maps.boxed(),
+        secrets.boxed(),
+    ])
+    .filter_map(std::future::ready)
 }
 
 /// The objects as the watches last showed them, by name.
@@ -79,6 +99,7 @@ pub(crate) struct Objects {
     sets: HashMap<String, StatefulSet>,
     services: HashMap<String, Service>,
     config_maps: HashMap<String, ConfigMap>,
+    secrets: HashMap<String, Secret>,
 }
 
 impl Objects {
@@ -102,6 +123,11 @@ impl Objects {
             Seen::ConfigMap(o) => {
                 let name = o.name_any();
                 self.config_maps.insert(name.clone(), *o);
+                Some(name)
+            }
+            Seen::Secret(o) => {
+                let name = o.name_any();
+                self.secrets.insert(name.clone(), *o);
                 Some(name)
             }
             Seen::Error => None,
@@ -128,12 +154,20 @@ impl Objects {
                 .config_maps
                 .get(&config_map_name(cluster))
                 .map(Baseline::of_config_map),
+            DriftKind::TlsSecret => self
+                .secrets
+                .get(&tls_secret_name(cluster))
+                .map(Baseline::of_tls_secret),
         }
     }
 
     /// The StatefulCluster an object of this name belongs to (`<cluster>-config` is its
-    /// ConfigMap; the StatefulSet and the client Service carry the cluster's own name).
+    /// ConfigMap, `<cluster>-tls` its TLS Secret; the StatefulSet and the client Service carry
+    /// the cluster's own name).
     pub(crate) fn cluster_of(object: &str) -> &str {
-        object.strip_suffix("-config").unwrap_or(object)
+        ["-config", "-tls"]
+            .iter()
+            .find_map(|suffix| object.strip_suffix(suffix))
+            .unwrap_or(object)
     }
 }

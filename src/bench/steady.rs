@@ -123,8 +123,10 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
                     continue;
                 };
                 if let Some(&i) = index.get(Objects::cluster_of(&object))
+                    && let Some(kind) = pending.get(&i).map(|p| p.kind)
                     && let Some(observed) = check_revert(&objects, fleet, i, &mut pending, &mut result)
                     && load.breakdown
+                    && kind.seen_by_sentinel()
                 {
                     let name = fleet.clusters()[i].name().to_string();
                     let status = breakdown::handled_status(statuses.clone(), name);

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 use anyhow::{Result, bail};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Service},
+    core::v1::{ConfigMap, Secret, Service},
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -31,17 +31,36 @@ pub enum DriftKind {
     ConfigMapKey,
     /// `kubectl delete`: the client Service deleted.
     ServiceDeleted,
+    /// `kubectl edit`: the serving certificate in the TLS Secret replaced (resources with
+    /// `spec.tls` on only; the operator's own Secret watch sees it, not the sentinel).
+    TlsSecret,
 }
 
 impl DriftKind {
     /// Every kind, in the order of a cycle.
-    pub const ALL: [DriftKind; 5] = [
+    pub const ALL: [DriftKind; 6] = [
+        DriftKind::Replicas,
+        DriftKind::Image,
+        DriftKind::Label,
+        DriftKind::ConfigMapKey,
+        DriftKind::ServiceDeleted,
+        DriftKind::TlsSecret,
+    ];
+
+    /// The kinds the demo cycles through: its resource runs without TLS.
+    pub const DEMO: [DriftKind; 5] = [
         DriftKind::Replicas,
         DriftKind::Image,
         DriftKind::Label,
         DriftKind::ConfigMapKey,
         DriftKind::ServiceDeleted,
     ];
+
+    /// Whether the sentinel sees this drift (it may not read Secrets; the operator watches
+    /// those itself), so that its trigger times the stages.
+    pub fn seen_by_sentinel(self) -> bool {
+        self != DriftKind::TlsSecret
+    }
 
     /// The drifted object of the demo's StatefulCluster, as `Kind/name`.
     pub fn object(self) -> String {
@@ -54,6 +73,7 @@ impl DriftKind {
             DriftKind::Replicas | DriftKind::Image => format!("StatefulSet/{cluster}"),
             DriftKind::Label | DriftKind::ServiceDeleted => format!("Service/{cluster}"),
             DriftKind::ConfigMapKey => format!("ConfigMap/{}", config_map_name(cluster)),
+            DriftKind::TlsSecret => format!("Secret/{}", tls_secret_name(cluster)),
         }
     }
 }
@@ -66,6 +86,7 @@ impl fmt::Display for DriftKind {
             DriftKind::Label => "label added",
             DriftKind::ConfigMapKey => "config key changed",
             DriftKind::ServiceDeleted => "service deleted",
+            DriftKind::TlsSecret => "TLS secret edited",
         })
     }
 }
@@ -74,6 +95,14 @@ impl fmt::Display for DriftKind {
 pub(crate) fn config_map_name(cluster: &str) -> String {
     format!("{cluster}-config")
 }
+
+/// The name of StatefulCluster `cluster`'s serving-certificate Secret.
+pub(crate) fn tls_secret_name(cluster: &str) -> String {
+    format!("{cluster}-tls")
+}
+
+/// The certificate the TLS drift writes in place of the operator's.
+const TAMPERED_CERTIFICATE: &str = "tampered";
 
 /// What a drifted object looked like before the drift: the revert must bring it back.
 #[derive(Debug, PartialEq)]
@@ -88,6 +117,9 @@ pub(crate) enum Baseline {
     Data(BTreeMap<String, String>),
     /// The Service's uid: it is restored when a Service of that name exists again.
     Uid(Option<String>),
+    /// Whether the TLS Secret holds the tampered certificate (the operator may re-issue
+    /// rather than restore the old one: any certificate of its own is the desired state).
+    Tampered(bool),
 }
 
 impl Baseline {
@@ -112,6 +144,12 @@ impl Baseline {
         Baseline::Data(config_map.data.clone().unwrap_or_default())
     }
 
+    /// Whether `secret` holds the tampered certificate.
+    pub(crate) fn of_tls_secret(secret: &Secret) -> Self {
+        let certificate = secret.data.as_ref().and_then(|d| d.get("tls.crt"));
+        Baseline::Tampered(certificate.is_some_and(|c| c.0 == TAMPERED_CERTIFICATE.as_bytes()))
+    }
+
     /// Whether `now`, read from the object drift `kind` changed, is back to this baseline. A
     /// deleted Service is back when one of that name exists again, with a new uid.
     pub(crate) fn restored_by(&self, now: &Baseline) -> bool {
@@ -131,6 +169,7 @@ pub(crate) struct Cluster {
     sets: Api<StatefulSet>,
     services: Api<Service>,
     config_maps: Api<ConfigMap>,
+    secrets: Api<Secret>,
 }
 
 impl Cluster {
@@ -143,6 +182,7 @@ impl Cluster {
             sets: Api::namespaced(admin.clone(), namespace),
             services: Api::namespaced(admin.clone(), namespace),
             config_maps: Api::namespaced(admin.clone(), namespace),
+            secrets: Api::namespaced(admin.clone(), namespace),
         }
     }
 
@@ -206,6 +246,9 @@ impl Cluster {
                     .await?
                     .and_then(|s| s.metadata.uid),
             ),
+            DriftKind::TlsSecret => {
+                Baseline::of_tls_secret(&self.secrets.get(&tls_secret_name(name)).await?)
+            }
         })
     }
 
@@ -248,6 +291,13 @@ impl Cluster {
             }
             DriftKind::ServiceDeleted => {
                 self.services.delete(name, &DeleteParams::default()).await?;
+            }
+            DriftKind::TlsSecret => {
+                let certificate =
+                    Patch::Merge(json!({"stringData": {"tls.crt": TAMPERED_CERTIFICATE}}));
+                self.secrets
+                    .patch(&tls_secret_name(name), &by("kubectl-edit"), &certificate)
+                    .await?;
             }
         }
         Ok(())

@@ -58,13 +58,13 @@ pub(crate) async fn drift_rounds(
 ) -> Result<Rounds> {
     let latency = LatencyRecorder::new();
     let mut records = Vec::new();
-    let total = rounds.saturating_mul(DriftKind::ALL.len() as u32);
+    let total = rounds.saturating_mul(DriftKind::DEMO.len() as u32);
     let operator_port = programs
         .port(ProgramKind::Operator)
         .context("the operator is not running")?;
     settle(cluster, operator_port, None).await;
     for round in 0..total {
-        let kind = DriftKind::ALL[round as usize % DriftKind::ALL.len()];
+        let kind = DriftKind::DEMO[round as usize % DriftKind::DEMO.len()];
         let object = kind.object_of(cluster.name());
         let full_before = full_reconciles(operator_port).await;
         let reverted = tokio::select! {
