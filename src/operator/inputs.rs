@@ -6,7 +6,7 @@
 
 use std::{pin::Pin, time::Duration};
 
-use futures::{Stream, StreamExt, stream::BoxStream};
+use futures::{Stream, StreamExt, TryStreamExt, stream::BoxStream};
 use kube::{
     Client,
     runtime::{WatchStreamExt, watcher},
@@ -25,12 +25,13 @@ use super::{
     metrics::Metrics,
     owned,
     secrets::{self, SecretDrift},
+    undecodable::Undecodable,
     worker::SecretHints,
 };
 use crate::{
     stream::{Lane, Next},
     telemetry::{Gate, Reachability},
-    watch::{NamespacedName, api::namespaced_or_all},
+    watch::{NamespacedName, api::dynamic_namespaced_or_all},
 };
 
 /// Why the input loop stopped.
@@ -65,6 +66,8 @@ pub struct Reports {
     pub metrics: Metrics,
     /// 1 while this instance leads.
     pub leader: Gauge,
+    /// Decodes the StatefulClusters, reporting those that do not decode.
+    pub undecodable: Undecodable,
 }
 
 impl Inputs {
@@ -72,9 +75,14 @@ impl Inputs {
     /// `--watch-owned`) and the timers (`--resync`, `--latency-log-interval`), feeding `feeder`.
     pub fn watch(client: &Client, args: &OperatorArgs, feeder: Feeder, reports: Reports) -> Self {
         let namespace = args.namespace.as_deref();
-        let api = namespaced_or_all::<StatefulCluster>(client.clone(), namespace);
+        // Read untyped and decoded one by one: one undecodable object must not fail the list.
+        let undecodable = reports.undecodable.clone();
+        let api = dynamic_namespaced_or_all(client.clone(), namespace, undecodable.resource());
         let watch = args.common.watch_config();
-        let resources = watcher(api, watch.clone()).default_backoff().boxed();
+        let resources = watcher(api, watch.clone())
+            .default_backoff()
+            .map_ok(move |event| undecodable.event(event))
+            .boxed();
         let secret_drifts = secrets::secret_drifts(
             client.clone(),
             namespace,

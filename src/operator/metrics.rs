@@ -117,6 +117,8 @@ pub struct Metrics {
     pub reverted: Counter,
     /// Watch errors (each followed by a retry with backoff), every watch of the operator.
     pub watch_errors: Counter,
+    /// StatefulClusters that could not be decoded, once per resourceVersion.
+    pub undecodable: Counter,
     latency: Family<SinceLabels, PromHistogram>,
     hdr: Arc<Hdr>,
 }
@@ -129,6 +131,7 @@ impl Metrics {
             manager_runs: Family::default(),
             reverted: Counter::default(),
             watch_errors: Counter::default(),
+            undecodable: Counter::default(),
             latency: Family::new_with_constructor(|| PromHistogram::new(LATENCY_BUCKETS)),
             hdr: Arc::default(),
         };
@@ -151,6 +154,11 @@ impl Metrics {
             "kube_sentinel_operator_watch_errors",
             "Watch errors, each retried with backoff",
             metrics.watch_errors.clone(),
+        );
+        registry.register(
+            "kube_sentinel_operator_undecodable_resources",
+            "StatefulClusters skipped because they could not be decoded, once per resourceVersion",
+            metrics.undecodable.clone(),
         );
         registry.register(
             "kube_sentinel_operator_revert_latency_seconds",

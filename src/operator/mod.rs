@@ -19,6 +19,8 @@
 //! [`feeder`]) until shutdown or a lost Lease, then the [`Worker::drain`] of the work in flight
 //! and the Lease's release. A standby runs its watches too and is Ready once they have listed;
 //! its feeder queues work only once it leads (leadership is the `leader` metric).
+//! StatefulClusters are read untyped and decoded one by one: one that does not decode is
+//! reported and skipped ([`undecodable`]), and the others are reconciled.
 
 pub mod args;
 pub mod crd;
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod owned;
 pub mod reconcile;
 pub mod secrets;
+pub mod undecodable;
 pub mod worker;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -68,10 +71,9 @@ pub async fn run(
     let leadership = args.common.leadership(&client, &identity).await?;
 
     let hints = SecretHints::default();
-    let worker = Worker::new(
-        Context::new(client.clone(), telemetry.metrics.clone(), Some(identity)),
-        hints.clone(),
-    );
+    let context = Context::new(client.clone(), telemetry.metrics.clone(), Some(identity));
+    let undecodable = context.undecodable().clone();
+    let worker = Worker::new(context, hints.clone());
     let (feeder, lanes) = Feeder::new();
     let feeder = if args.single_lane {
         feeder.single_lane()
@@ -95,6 +97,7 @@ pub async fn run(
         reachability: telemetry.reachability,
         metrics: telemetry.metrics.clone(),
         leader: telemetry.leader.clone(),
+        undecodable,
     };
     // A standby watches too (it is Ready once synced); the inputs queue work once it leads.
     let inputs = Inputs::watch(&client, &args, feeder, reports);

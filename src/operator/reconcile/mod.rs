@@ -37,6 +37,7 @@ use crate::{
             upgrade::UpgradeManager,
         },
         metrics::{Metrics, PathLabels},
+        undecodable::Undecodable,
     },
     watch::NamespacedName,
 };
@@ -112,6 +113,7 @@ pub struct Context {
     recorder: Recorder,
     metrics: Metrics,
     trigger_failures: fast::TriggerFailures,
+    undecodable: Undecodable,
 }
 
 /// Seconds since the epoch now.
@@ -127,16 +129,24 @@ impl Context {
     /// A context acting through `client`; Events are reported as `instance`.
     pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
         let reporter = reporter(OPERATOR_REPORTING_CONTROLLER, instance);
+        let recorder = Recorder::new(client.clone(), reporter);
         Self {
             infra: InfraManager::new(client.clone()),
             cert: CertManager::new(client.clone()),
             upgrade: UpgradeManager::new(client.clone()),
             backup: BackupManager::new(client.clone()),
-            recorder: Recorder::new(client.clone(), reporter),
+            undecodable: Undecodable::new(recorder.clone(), metrics.undecodable.clone()),
+            recorder,
             client,
             metrics,
             trigger_failures: fast::TriggerFailures::default(),
         }
+    }
+
+    /// Decodes the resources it reads; shared with the StatefulCluster watch, so that each
+    /// undecodable version is reported once.
+    pub fn undecodable(&self) -> &Undecodable {
+        &self.undecodable
     }
 
     /// The metrics this context records into.
@@ -157,9 +167,10 @@ impl Context {
         key: &NamespacedName,
         secrets: Option<SecretHint>,
     ) -> Result<Handled, Error> {
+        // An undecodable resource reads as absent (and is reported): skipped, not retried.
         let Some(cr) = self
-            .api(&key.namespace)
-            .get_opt(&key.name)
+            .undecodable
+            .get(&self.client, key)
             .await
             .map_err(|e| Error::Kube("reading the StatefulCluster", e))?
         else {
