@@ -13,9 +13,11 @@
 //! [`BEFORE_FIRST_APPLY`] entry owning everything the object held: the server's defaults and
 //! allocated values, and whatever the wiping client added, which ownership can no longer tell
 //! apart. That entry is judged against what the API server makes of the desired object on its
-//! own (a dry-run create, [`server_baseline`]): what the server would set itself is left, what
-//! it would not is removed. A changed default value cannot be told from the server's choice and
-//! is left; when the dry run is refused, nothing of that entry is removed.
+//! own (a dry-run create): what the server would set itself is left, what it would not is
+//! removed. A default whose value a client changed cannot be told from the server's choice and
+//! is left; when the dry run is refused, nothing of that entry is removed. The entry itself
+//! stays (it is the API server's record, and it shares the operator's fields, which the
+//! operator's Apply entry owns again), so every later pass over that object costs one dry run.
 
 use serde_json::{Map, Value, json};
 
