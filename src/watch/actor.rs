@@ -24,6 +24,12 @@
 //!   request that does it is not recorded): drift by an unknown actor, reported as
 //!   [`UNKNOWN_ACTOR`]. Conservative on purpose: a needless trigger costs a no-op reconcile,
 //!   a missed one costs the drift.
+//! * **`before-first-apply`** ([`BEFORE_FIRST_APPLY`]): the entry the API server makes, inside
+//!   an apply to an object left with no entries (after a wipe), owning everything the object
+//!   held. It records no writer of its own: the applier's Apply entry, written in the same
+//!   change, is the writer and is judged as usual (the operator's revert after a wipe is not
+//!   drift). Written in a change without any Apply entry, it can only be a client's own edit of
+//!   `managedFields`: drift by [`UNKNOWN_ACTOR`].
 //! * **Update vs Apply**: one manager can hold both kinds of entry; each is tracked on its own,
 //!   and the ignore set matches the manager name whatever the operation.
 //! * **Objects of one name in different kinds** are different objects ([`ObjectKey`] has the
@@ -52,6 +58,10 @@ use super::ObjectKey;
 /// Manager name reported when the change cannot be attributed (managed fields were edited
 /// or wiped by the request itself).
 pub const UNKNOWN_ACTOR: &str = "<unknown: managedFields edited>";
+
+/// The manager of the entry the API server makes when something applies to an object with no
+/// managedFields entries: it owns every field the object held before that apply.
+pub const BEFORE_FIRST_APPLY: &str = "before-first-apply";
 
 /// Whether an entry written at `time` (whole seconds, as managedFields record it) may be
 /// newer than the instant whose second is `after` (`None`: ever). A tie counts: within one
@@ -347,10 +357,22 @@ impl ActorFilter {
     }
 
     fn is_foreign(&self, entry: &EntrySig) -> bool {
-        entry.subresource != "status" && !self.ignored_managers.contains(&entry.manager)
+        entry.subresource != "status"
+            && entry.manager != BEFORE_FIRST_APPLY
+            && !self.ignored_managers.contains(&entry.manager)
     }
 
     fn judge(&self, written: &[&EntrySig]) -> Verdict {
+        let by_the_server = written.iter().any(|e| e.manager == BEFORE_FIRST_APPLY);
+        let applied = written
+            .iter()
+            .any(|e| e.operation == "Apply" && e.manager != BEFORE_FIRST_APPLY);
+        if by_the_server && !applied {
+            // The API server makes that entry only inside an apply; without one, a client wrote it.
+            return Verdict::Drift {
+                managers: vec![UNKNOWN_ACTOR.to_owned()],
+            };
+        }
         let mut managers: Vec<String> = written
             .iter()
             .filter(|e| self.is_foreign(e))
@@ -600,6 +622,52 @@ mod tests {
                 &meta("5", vec![op]),
                 FirstSight::Created
             ),
+            drift(&[UNKNOWN_ACTOR])
+        );
+    }
+
+    #[test]
+    fn before_first_apply_is_judged_by_the_apply_that_made_it() {
+        let mut f = filter();
+        let op = operator_created(&mut f);
+        let sts = key("StatefulSet");
+        assert_eq!(
+            f.observe(&sts, &meta("2", vec![]), FirstSight::Created),
+            drift(&[UNKNOWN_ACTOR])
+        );
+        // The operator's revert: its Apply entry and the server's entry for what the object held.
+        let server = entry(
+            BEFORE_FIRST_APPLY,
+            "Update",
+            None,
+            140,
+            spec(&["replicas", "template", "revisionHistoryLimit"]),
+        );
+        let reverted = entry(OP, "Apply", None, 140, spec(&["replicas", "template"]));
+        assert_eq!(
+            f.observe(
+                &sts,
+                &meta("3", vec![reverted.clone(), server.clone()]),
+                FirstSight::Created
+            ),
+            Verdict::Ignored(IgnoreReason::IgnoredManager)
+        );
+        assert!(f.foreign_since(&sts, None).is_empty());
+        // A foreign apply to a wiped object is the applier's drift.
+        f.observe(&sts, &meta("4", vec![]), FirstSight::Created);
+        let gitops = entry("gitops", "Apply", None, 150, spec(&["replicas"]));
+        assert_eq!(
+            f.observe(
+                &sts,
+                &meta("5", vec![gitops.clone(), server.clone()]),
+                FirstSight::Created
+            ),
+            drift(&["gitops"])
+        );
+        // The server's entry written with no apply: a client's own edit of managedFields.
+        f.observe(&sts, &meta("6", vec![op.clone()]), FirstSight::Created);
+        assert_eq!(
+            f.observe(&sts, &meta("7", vec![op, server]), FirstSight::Created),
             drift(&[UNKNOWN_ACTOR])
         );
     }

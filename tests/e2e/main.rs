@@ -14,6 +14,7 @@ mod identity;
 mod leader;
 mod leadership_deletions;
 mod liveness;
+mod managed_fields_wipe;
 mod operator;
 mod operator_owned;
 mod ownership;

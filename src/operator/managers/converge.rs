@@ -8,16 +8,26 @@
 //! by the `resourceVersion` it was computed from. Status (a subresource) is never touched.
 //! Deleted objects are simply created by the apply. An existing object whose controller owner
 //! reference is not the resource's is never written ([`super::Error::NameConflict`]).
+//!
+//! After a client wiped `managedFields`, the apply leaves the API server's
+//! [`BEFORE_FIRST_APPLY`] entry owning everything the object held: the server's defaults and
+//! allocated values, and whatever the wiping client added, which ownership can no longer tell
+//! apart. That entry is judged against what the API server makes of the desired object on its
+//! own (a dry-run create): what the server would set itself is left, what it would not is
+//! removed. A default whose value a client changed cannot be told from the server's choice and
+//! is left; when the dry run is refused, nothing of that entry is removed. The entry itself
+//! stays (it is the API server's record, and it shares the operator's fields, which the
+//! operator's Apply entry owns again), so every later pass over that object costs one dry run.
 
 use serde_json::{Map, Value, json};
 
 use kube::{
     Api,
-    api::{DynamicObject, Patch, PatchParams},
+    api::{DynamicObject, Patch, PatchParams, PostParams},
 };
 
 use super::{Error, Result};
-use crate::contract::OPERATOR_FIELD_MANAGER;
+use crate::{contract::OPERATOR_FIELD_MANAGER, watch::actor::BEFORE_FIRST_APPLY};
 
 /// What a pass did to one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,11 +86,18 @@ pub async fn converge(
     if let (Some(before), Some(owner_uid)) = (&before, controller_uid(desired)) {
         super::check_controlled(&before.metadata, owner_uid, kind)?;
     }
-    let after = apply_and_prune(api, kind, &name, desired, &context).await?;
+    let baseline = match &before {
+        Some(before) if ownership_wiped(before) => server_baseline(api, desired, &context).await,
+        _ => None,
+    };
+    let baseline = baseline.as_ref();
+    let after = apply_and_prune(api, kind, &name, desired, baseline, &context).await?;
     let (action, changed) = compare(before.as_ref(), &after)?;
     let verified = match action {
         Action::Unchanged => true,
-        Action::Created | Action::Updated => reads_back(api, &name, desired, &context).await?,
+        Action::Created | Action::Updated => {
+            reads_back(api, &name, desired, baseline, &context).await?
+        }
     };
     Ok(ObjectChange {
         kind: kind.to_string(),
@@ -101,13 +118,55 @@ fn controller_uid(desired: &Value) -> Option<&str> {
         .as_str()
 }
 
-/// The forced apply, then the removal of foreign fields, retried while the object changes
-/// between the two; the object as it stands after.
+/// Whether a client wiped the object's managedFields: none left, or the API server's entry for
+/// an apply that found none.
+fn ownership_wiped(object: &DynamicObject) -> bool {
+    let entries = object
+        .metadata
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default();
+    entries.is_empty()
+        || entries
+            .iter()
+            .any(|e| e.manager.as_deref() == Some(BEFORE_FIRST_APPLY))
+}
+
+/// What the API server makes of `desired` on its own (defaults, allocated values, mutating
+/// admission): a dry-run create under a generated name. `None` when refused (a quota, a
+/// policy): then fields of unknown origin are left alone.
+async fn server_baseline(
+    api: &Api<DynamicObject>,
+    desired: &Value,
+    context: &str,
+) -> Option<Value> {
+    let mut object = desired.clone();
+    let metadata = object["metadata"].as_object_mut()?;
+    let name = metadata.remove("name")?;
+    metadata.insert("generateName".into(), json!(format!("{}-", name.as_str()?)));
+    let object: DynamicObject = serde_json::from_value(object).ok()?;
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some(OPERATOR_FIELD_MANAGER.into()),
+    };
+    match api.create(&params, &object).await {
+        Ok(created) => serde_json::to_value(created).ok(),
+        Err(error) => {
+            tracing::warn!(object = %context, %error, "dry-run create refused: fields of unknown origin left in place");
+            None
+        }
+    }
+}
+
+/// The forced apply, then the removal of foreign fields (judged against `desired`, and
+/// [`BEFORE_FIRST_APPLY`]'s against `baseline`), retried while the object changes between the
+/// two; the object as it stands after.
 async fn apply_and_prune(
     api: &Api<DynamicObject>,
     kind: &str,
     name: &str,
     desired: &Value,
+    baseline: Option<&Value>,
     context: &str,
 ) -> Result<Value> {
     for _ in 0..ATTEMPTS {
@@ -120,7 +179,7 @@ async fn apply_and_prune(
             .await
             .map_err(Error::kube(format!("applying {context}")))?;
         let live = serde_json::to_value(&applied).map_err(|e| Error::Json("object", e))?;
-        let removals = foreign_removals(&live, desired);
+        let removals = foreign_removals(&live, desired, baseline);
         if removals.is_empty() {
             return Ok(live);
         }
@@ -169,6 +228,7 @@ async fn reads_back(
     api: &Api<DynamicObject>,
     name: &str,
     desired: &Value,
+    baseline: Option<&Value>,
     context: &str,
 ) -> Result<bool> {
     let live = api
@@ -179,7 +239,7 @@ async fn reads_back(
         return Ok(false);
     };
     let live = serde_json::to_value(&live).map_err(|e| Error::Json("object", e))?;
-    Ok(covers(&live, desired) && foreign_removals(&live, desired).is_empty())
+    Ok(covers(&live, desired) && foreign_removals(&live, desired, baseline).is_empty())
 }
 
 /// An empty map or list is not stored by the API server.
@@ -242,9 +302,14 @@ enum Seg {
 }
 
 /// JSON Pointers of the fields owned by managers other than the operator (status excluded)
-/// that `desired` does not specify, ordered so that removing them one after the other is
-/// valid (higher list indices first).
-pub(crate) fn foreign_removals(live: &Value, desired: &Value) -> Vec<String> {
+/// that the desired object does not specify, ordered so that removing them one after the other
+/// is valid (higher list indices first). [`BEFORE_FIRST_APPLY`]'s fields are judged against the
+/// baseline instead, and left alone without one.
+pub(crate) fn foreign_removals(
+    live: &Value,
+    desired: &Value,
+    baseline: Option<&Value>,
+) -> Vec<String> {
     let mut found: Vec<Vec<Seg>> = Vec::new();
     let entries = live["metadata"]["managedFields"]
         .as_array()
@@ -256,8 +321,13 @@ pub(crate) fn foreign_removals(live: &Value, desired: &Value) -> Vec<String> {
         {
             continue;
         }
-        if let Some(fields) = entry["fieldsV1"].as_object() {
-            walk(fields, live, desired, &mut Vec::new(), &mut found);
+        let against = if entry["manager"] == BEFORE_FIRST_APPLY {
+            baseline
+        } else {
+            Some(desired)
+        };
+        if let (Some(fields), Some(against)) = (entry["fieldsV1"].as_object(), against) {
+            walk(fields, live, against, &mut Vec::new(), &mut found);
         }
     }
     found.sort();
@@ -440,7 +510,7 @@ mod tests {
             "spec": {"ports": [{"port": 80, "name": "web"}]}
         });
         assert_eq!(
-            foreign_removals(&live(), &desired),
+            foreign_removals(&live(), &desired, None),
             vec![
                 "/spec/ports/0",
                 "/metadata/labels/extra",
@@ -459,7 +529,43 @@ mod tests {
             "data": {"a": "1", "b": "2"},
             "spec": {"ports": [{"port": 80, "name": "web"}, {"port": 9}]}
         });
-        assert!(foreign_removals(&live(), &desired).is_empty());
+        assert!(foreign_removals(&live(), &desired, None).is_empty());
+    }
+
+    #[test]
+    fn after_a_wipe_only_what_the_server_would_not_set_itself_is_foreign() {
+        // A wipe, a client's label and sidecar, then the operator's apply: the API server's
+        // entry owns everything the object held.
+        let live = json!({
+            "metadata": {"name": "db", "labels": {"app": "db", "wiped-by": "x"}, "managedFields": [
+                {"manager": OPERATOR_FIELD_MANAGER, "operation": "Apply",
+                 "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}}},
+                              "f:spec": {"f:replicas": {}, "f:containers": {"k:{\"name\":\"db\"}": {".": {}, "f:name": {}}}}}},
+                {"manager": BEFORE_FIRST_APPLY, "operation": "Update",
+                 "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}, "f:wiped-by": {}}},
+                              "f:spec": {"f:replicas": {}, "f:dnsPolicy": {}, "f:clusterIP": {},
+                                         "f:containers": {"k:{\"name\":\"db\"}": {".": {}, "f:name": {}, "f:imagePullPolicy": {}},
+                                                          "k:{\"name\":\"sidecar\"}": {".": {}, "f:name": {}}}}}}
+            ]},
+            "spec": {"replicas": 3, "dnsPolicy": "ClusterFirst", "clusterIP": "10.0.0.7",
+                     "containers": [{"name": "db", "imagePullPolicy": "IfNotPresent"}, {"name": "sidecar"}]}
+        });
+        let desired = json!({
+            "metadata": {"name": "db", "labels": {"app": "db"}},
+            "spec": {"replicas": 3, "containers": [{"name": "db"}]}
+        });
+        // The server's own version of the desired object: defaults and its own allocation.
+        let baseline = json!({
+            "metadata": {"name": "db-x7k2p", "labels": {"app": "db"}},
+            "spec": {"replicas": 3, "dnsPolicy": "ClusterFirst", "clusterIP": "10.0.0.9",
+                     "containers": [{"name": "db", "imagePullPolicy": "IfNotPresent"}]}
+        });
+        assert_eq!(
+            foreign_removals(&live, &desired, Some(&baseline)),
+            vec!["/spec/containers/1", "/metadata/labels/wiped-by"]
+        );
+        // Without the server's version nothing of unknown origin is removed.
+        assert!(foreign_removals(&live, &desired, None).is_empty());
     }
 
     #[test]
@@ -484,11 +590,11 @@ mod tests {
                  "fieldsV1": {"f:metadata": {"f:annotations": {format!("f:{PRUNED_AT_ANNOTATION}"): {}}}}}
             ]}
         });
-        assert!(foreign_removals(&live, &json!({"metadata": {"name": "db"}})).is_empty());
+        assert!(foreign_removals(&live, &json!({"metadata": {"name": "db"}}), None).is_empty());
         let mut emptied = live.clone();
         emptied["metadata"]["managedFields"][0]["fieldsV1"] =
             json!({"f:metadata": {"f:annotations": {}}});
-        assert!(foreign_removals(&emptied, &json!({"metadata": {"name": "db"}})).is_empty());
+        assert!(foreign_removals(&emptied, &json!({"metadata": {"name": "db"}}), None).is_empty());
     }
 
     #[test]
