@@ -52,6 +52,7 @@ pub(crate) async fn run(
     let half = fleet.clusters().len() / 2;
     let load = Load {
         targets: half..fleet.clusters().len(),
+        label: load.label.replace("steady", "backlog"),
         ..load
     };
     let full_before = match operator_port {

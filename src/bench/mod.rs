@@ -23,6 +23,7 @@ mod fleet;
 mod observe;
 mod options;
 mod plots;
+mod progress;
 mod report;
 mod scale;
 mod scenarios;
@@ -261,6 +262,7 @@ fn steady_load<'a>(
         grace: grace(options, variant),
         breakdown: variant.has_sentinel(),
         targets: 0..fleet.clusters().len(),
+        label: format!("{variant} steady"),
     }
 }
 

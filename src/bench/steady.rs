@@ -16,6 +16,7 @@ use super::{
     breakdown::{self, Breakdown, Observed},
     fleet::{BENCH_NAMESPACE, Fleet},
     observe::{Objects, watch_fleet},
+    progress::Progress,
 };
 use crate::{
     demo::{DriftKind, drift::Baseline},
@@ -38,6 +39,8 @@ pub(crate) struct Load<'a> {
     pub breakdown: bool,
     /// The resources drifted, by index into the fleet.
     pub targets: std::ops::Range<usize>,
+    /// What the progress shows it as (`trailing steady`, ...).
+    pub label: String,
 }
 
 /// What one steady run measured.
@@ -111,7 +114,9 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
     let started = Instant::now();
     let end = started + load.duration;
     let give_up = end + load.grace;
+    let mut progress = Progress::start(load.label.clone(), load.duration);
     loop {
+        progress.update(result.injected, result.reverted, pending.len());
         let generating = Instant::now() < end;
         if !generating && pending.is_empty() && writes.is_empty() && lookups.is_empty() {
             break;
@@ -165,6 +170,7 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
             () = tokio::time::sleep_until(give_up), if !generating => break,
         }
     }
+    progress.finish();
     result.lost = pending.len() as u64;
     result
 }
