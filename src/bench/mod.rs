@@ -241,7 +241,8 @@ async fn run_scenario(
         }
         Scenario::Scale => {
             let launch = scale::SentinelLaunch { ..*launch };
-            let scaled = scale::scale(admin, &options.scale_objects, launch, programs);
+            let run = report.variant.to_string();
+            let scaled = scale::scale(admin, &options.scale_objects, &run, launch, programs);
             report.scale = Some(scaled.await?);
         }
     }
