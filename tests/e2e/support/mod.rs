@@ -226,6 +226,11 @@ impl Program {
         self.0.log()
     }
 
+    /// The process id, unless it is known to have exited (to signal it).
+    pub fn pid(&self) -> Option<u32> {
+        self.0.pid()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.0.is_running()
@@ -357,4 +362,58 @@ pub fn relocate(text: &str, namespace: &str) -> String {
         "policyName: kube-sentinel-",
         &format!("policyName: {namespace}-"),
     )
+}
+
+/// A program whose log (under this name) is printed when the test fails.
+pub struct Logged(pub Program, pub &'static str);
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.1, self.0.log());
+        }
+    }
+}
+
+/// A process stopped with SIGSTOP; continued (SIGCONT) when dropped, even by a panic.
+pub struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    /// Stops process `pid`.
+    pub fn stop(pid: u32) -> Self {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits an i32"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+            .unwrap_or_else(|e| panic!("SIGSTOP {pid}: {e}"));
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Starts a control plane of the test's own (for a test that stops, breaks or reconfigures
+/// it) and creates namespace `ns` in it; the plane and an admin client.
+pub async fn own_control_plane(
+    config: testenv::ControlPlaneConfig,
+    ns: &str,
+) -> (testenv::ControlPlane, Client) {
+    let plane = testenv::ControlPlane::start(config)
+        .await
+        .expect("own control plane");
+    let admin = plane.admin_client().await.expect("admin");
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace");
+    (plane, admin)
 }
