@@ -18,13 +18,13 @@ use kube::{
 use kube_sentinel::{
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE},
     operator::crd::StatefulCluster,
-    testenv::{self, ControlPlane, ControlPlaneConfig},
+    testenv::{ControlPlane, ControlPlaneConfig},
 };
 use serde_json::json;
 
 use crate::{
     operator::running::{Kubelet, cluster, create, http_get, settle, wait_ready},
-    support::{self, Logged, Program, Stopped, eventually},
+    support::{self, Logged, Stopped, eventually},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -43,33 +43,15 @@ fn revision(meta: &ObjectMeta) -> u64 {
         .expect("an etcd revision as resourceVersion")
 }
 
-/// The operator of `ns` on `plane`, as its ServiceAccount; its metrics port.
+/// The operator of `ns` on `plane` with a short `--watch-timeout`, once Ready; its metrics
+/// port.
 async fn start_operator(plane: &ControlPlane, ns: &str, dir: &std::path::Path) -> (Logged, u16) {
     let admin = plane.admin_client().await.expect("admin");
     support::install_crd(&admin).await;
-    support::apply_component_manifests(&admin, "operator", ns).await;
-    let kubeconfig = plane
-        .service_account_kubeconfig(ns, &format!("{ns}-operator"), Duration::from_secs(3600))
-        .await
-        .expect("kubeconfig");
-    let path = dir.join("operator.kubeconfig");
-    testenv::write_kubeconfig(&kubeconfig, &path).expect("write kubeconfig");
-    let port = testenv::free_port().expect("port");
-    let addr = format!("127.0.0.1:{port}");
     let timeout = format!("{}s", WATCH_TIMEOUT.as_secs());
-    let args = [
-        "operator",
-        "--namespace",
-        ns,
-        "--metrics-addr",
-        &addr,
-        "--watch-timeout",
-        &timeout,
-    ];
-    let operator = Logged(
-        Program::spawn_with("operator", &args, &path, dir, &[]),
-        "operator",
-    );
+    let (program, port) =
+        support::spawn_operator(plane, ns, dir, &["--watch-timeout", &timeout]).await;
+    let operator = Logged(program, "operator");
     eventually(WAIT, "operator /readyz", || async {
         (http_get(port, "/readyz").await.as_deref() == Some("ok")).then_some(())
     })

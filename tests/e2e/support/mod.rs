@@ -417,3 +417,30 @@ pub async fn own_control_plane(
         .expect("namespace");
     (plane, admin)
 }
+
+/// An operator for `ns` on a control plane of the test's own, as its ServiceAccount (RBAC
+/// from `deploy/operator`; the CRD is the caller's), with `extra` arguments and its log in
+/// `dir`; its metrics port. Not waited for.
+pub async fn spawn_operator(
+    plane: &testenv::ControlPlane,
+    ns: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> (Program, u16) {
+    let admin = plane.admin_client().await.expect("admin");
+    apply_component_manifests(&admin, "operator", ns).await;
+    let kubeconfig = plane
+        .service_account_kubeconfig(ns, &format!("{ns}-operator"), Duration::from_secs(3600))
+        .await
+        .expect("operator kubeconfig");
+    let path = dir.join("operator.kubeconfig");
+    testenv::write_kubeconfig(&kubeconfig, &path).expect("write kubeconfig");
+    let port = testenv::free_port().expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["operator", "--namespace", ns, "--metrics-addr", &addr];
+    args.extend_from_slice(extra);
+    (
+        Program::spawn_with("operator", &args, &path, dir, &[]),
+        port,
+    )
+}
