@@ -9,7 +9,11 @@ use std::collections::{HashMap, HashSet};
 use futures::channel::mpsc;
 use kube::runtime::watcher;
 
-use crate::{operator::crd::StatefulCluster, telemetry, watch::NamespacedName};
+use crate::{
+    operator::crd::StatefulCluster,
+    telemetry,
+    watch::{NamespacedName, relist::Relist},
+};
 
 /// Turns watch events into queue keys: a pending trigger on the fast lane, a new generation
 /// or the initial list on the normal lane, every known resource again at each resync; nothing
@@ -19,6 +23,8 @@ pub struct Feeder {
     generations: HashMap<NamespacedName, Option<i64>>,
     /// Resources whose last event showed a pending trigger.
     triggered: HashSet<NamespacedName>,
+    /// The resources listed so far while the watch (re)lists.
+    relist: Relist<NamespacedName>,
     leading: bool,
     fast: mpsc::UnboundedSender<NamespacedName>,
     normal: mpsc::UnboundedSender<NamespacedName>,
@@ -41,6 +47,7 @@ impl Feeder {
         let feeder = Self {
             generations: HashMap::new(),
             triggered: HashSet::new(),
+            relist: Relist::default(),
             leading: false,
             fast,
             normal,
@@ -96,17 +103,41 @@ impl Feeder {
     /// Queues what a StatefulCluster watch event asks for; opens `synced` after the first list.
     pub fn on_event(&mut self, event: watcher::Event<StatefulCluster>, synced: &telemetry::Gate) {
         match event {
-            watcher::Event::Init => {}
-            watcher::Event::InitApply(cr) => self.on_object(&cr, true),
-            watcher::Event::InitDone => synced.set(true),
+            watcher::Event::Init => self.relist.start(),
+            watcher::Event::InitApply(cr) => {
+                if let Some(key) = NamespacedName::of(&cr) {
+                    self.relist.saw(key);
+                }
+                self.on_object(&cr, true);
+            }
+            watcher::Event::InitDone => {
+                self.forget_unlisted();
+                synced.set(true);
+            }
             watcher::Event::Apply(cr) => self.on_object(&cr, false),
             watcher::Event::Delete(cr) => {
                 if let Some(key) = NamespacedName::of(&cr) {
-                    self.generations.remove(&key);
-                    self.triggered.remove(&key);
+                    self.forget(&key);
                 }
             }
         }
+    }
+
+    /// After a relist: resources known before and missing from it were deleted while the
+    /// watch was down (no `Delete` came); forgotten, so no resync queues them.
+    fn forget_unlisted(&mut self) {
+        let Some(listed) = self.relist.done() else {
+            return;
+        };
+        for key in listed.missing(self.generations.keys()) {
+            tracing::debug!(resource = %key, "deleted while the watch was down");
+            self.forget(&key);
+        }
+    }
+
+    fn forget(&mut self, key: &NamespacedName) {
+        self.generations.remove(key);
+        self.triggered.remove(key);
     }
 
     /// From now on this instance leads: every known resource is queued as after the initial
@@ -150,6 +181,14 @@ impl Feeder {
         if self.leading {
             let _ = self.normal.unbounded_send(key);
         }
+    }
+}
+
+#[cfg(test)]
+impl Feeder {
+    /// How many resources the feeder remembers.
+    fn known(&self) -> usize {
+        self.generations.len().max(self.triggered.len())
     }
 }
 
@@ -273,6 +312,41 @@ mod tests {
             &synced,
         );
         assert_eq!(drain(&mut fast_rx), vec!["quiet"]);
+    }
+
+    #[test]
+    fn a_relist_forgets_resources_deleted_while_the_watch_was_down() {
+        let (mut feeder, lanes) = Feeder::new();
+        feeder.lead();
+        let (mut fast_rx, mut normal_rx) = (lanes.fast, lanes.normal);
+        let synced = Health::new().gate("watch-synced");
+        let list = |feeder: &mut Feeder, crs: Vec<StatefulCluster>| {
+            feeder.on_event(watcher::Event::Init, &synced);
+            for cr in crs {
+                feeder.on_event(watcher::Event::InitApply(cr), &synced);
+            }
+            feeder.on_event(watcher::Event::InitDone, &synced);
+        };
+        list(
+            &mut feeder,
+            vec![
+                cr("kept", 1, None, None),
+                cr("gone", 1, Some("t2"), Some("t1")),
+            ],
+        );
+        drain(&mut fast_rx);
+        drain(&mut normal_rx);
+        // The watch expired (410 Gone) and `gone` was deleted meanwhile: no Delete event.
+        list(&mut feeder, vec![cr("kept", 1, None, None)]);
+        assert_eq!(drain(&mut normal_rx), vec!["kept"]);
+        feeder.resync();
+        feeder.lead();
+        assert_eq!(drain(&mut normal_rx), vec!["kept", "kept"]);
+        assert!(
+            drain(&mut fast_rx).is_empty(),
+            "no trigger of a deleted resource"
+        );
+        assert_eq!(feeder.known(), 1, "memory follows the resources that exist");
     }
 
     #[test]

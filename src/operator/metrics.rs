@@ -5,7 +5,7 @@
 //! HdrHistogram percentiles per resource and overall on `/debug/latency`, a periodic log line).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -20,7 +20,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{telemetry::LatencyRecorder, watch::NamespacedName};
+use crate::{
+    telemetry::LatencyRecorder,
+    watch::{NamespacedName, relist::Relist},
+};
 
 /// `path` label: which reconcile path ran.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,7 +81,7 @@ struct Hdr {
     triggered: LatencyRecorder,
     per_resource: Mutex<BTreeMap<(String, &'static str), LatencyRecorder>>,
     /// The resources listed so far while the custom-resource watch relists.
-    relist: Mutex<Option<HashSet<String>>>,
+    relist: Mutex<Relist<String>>,
     /// How many per-resource recorders are held: what memory they take is in sight.
     recorders: Gauge,
 }
@@ -221,14 +224,14 @@ impl Metrics {
                     self.hdr.retain(|name| *name != resource);
                 }
             }
-            watcher::Event::Init => *relist = Some(HashSet::new()),
+            watcher::Event::Init => relist.start(),
             watcher::Event::InitApply(r) => {
-                if let (Some(listed), Some(resource)) = (relist.as_mut(), key(r)) {
-                    listed.insert(resource);
+                if let Some(resource) = key(r) {
+                    relist.saw(resource);
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(listed) = relist.take() {
+                if let Some(listed) = relist.done() {
                     self.hdr.retain(|name| listed.contains(name));
                 }
             }

@@ -6,7 +6,7 @@
 //! not drift), a keyed debounce window folds a burst per owning resource, and the owner goes
 //! straight on the fast lane with the Secrets named ([`SecretDrift`]).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
@@ -21,6 +21,7 @@ use crate::{
         NamespacedName, ObjectKey, OwnerKind,
         actor::{ActorFilter, FirstSight, Verdict},
         metadata::metadata_events,
+        relist::Relist,
     },
 };
 
@@ -28,8 +29,18 @@ use crate::{
 pub type SecretDrift = Debounced<NamespacedName, Vec<OwnedObject>>;
 
 /// Judges Secret metadata events: which owner, which Secret, drift or not.
+///
+/// It remembers every Secret it knows (forgotten with its deletion): a relist after the watch
+/// expired sends no `Delete` for a Secret deleted meanwhile, so a known Secret missing from
+/// the relist is a deletion, and one new in it was created meanwhile (as the sentinel's
+/// detector judges its relists).
 pub struct SecretJudge {
     filter: ActorFilter,
+    /// The owner of every known Secret, for the deletions a relist reveals.
+    owner_of: HashMap<ObjectKey, NamespacedName>,
+    relist: Relist<ObjectKey>,
+    /// Whether the first list is complete.
+    synced: bool,
 }
 
 impl Default for SecretJudge {
@@ -43,10 +54,13 @@ impl SecretJudge {
     pub fn new() -> Self {
         Self {
             filter: ActorFilter::new([OPERATOR_FIELD_MANAGER]),
+            owner_of: HashMap::new(),
+            relist: Relist::default(),
+            synced: false,
         }
     }
 
-    /// The drifted Secrets one watch event reveals, with their owners. The initial list only
+    /// The drifted Secrets one watch event reveals, with their owners. The first list only
     /// records what it sees: the full reconcile of every resource at start-up checks the
     /// Secrets anyway.
     pub fn judge(
@@ -54,35 +68,87 @@ impl SecretJudge {
         event: watcher::Event<ObjectMeta>,
     ) -> Vec<(NamespacedName, OwnedObject)> {
         let (meta, first) = match event {
-            watcher::Event::Init | watcher::Event::InitDone => return Vec::new(),
-            watcher::Event::InitApply(m) => (m, FirstSight::Listed(Some(jiff::Timestamp::now()))),
+            watcher::Event::Init => {
+                self.relist.start();
+                return Vec::new();
+            }
+            watcher::Event::InitDone => return self.list_done(),
+            watcher::Event::InitApply(m) => {
+                self.relist.saw(ObjectKey::new("Secret", &m));
+                let first = if self.synced {
+                    FirstSight::Created
+                } else {
+                    FirstSight::Listed(Some(jiff::Timestamp::now()))
+                };
+                (m, first)
+            }
             watcher::Event::Apply(m) => (m, FirstSight::Created),
             watcher::Event::Delete(m) => {
-                self.filter.forget(&ObjectKey::new("Secret", &m));
-                return owned(&m).into_iter().collect();
+                let key = ObjectKey::new("Secret", &m);
+                let known = self
+                    .forget(&key)
+                    .map(|owner| (owner, owned_secret(key.name)));
+                return owned(&m).or(known).into_iter().collect();
             }
         };
         let key = ObjectKey::new("Secret", &meta);
+        let owner = owned(&meta);
+        match &owner {
+            Some((resource, _)) => self.owner_of.insert(key.clone(), resource.clone()),
+            None => self.owner_of.remove(&key),
+        };
         match self.filter.observe(&key, &meta, first) {
             Verdict::Drift { managers } => {
                 tracing::debug!(secret = %key.name, ?managers, "foreign change to an owned Secret");
-                owned(&meta).into_iter().collect()
+                owner.into_iter().collect()
             }
             Verdict::Ignored(_) => Vec::new(),
         }
+    }
+
+    /// The end of a list: known Secrets it missed were deleted while the watch was down.
+    fn list_done(&mut self) -> Vec<(NamespacedName, OwnedObject)> {
+        self.synced = true;
+        let Some(listed) = self.relist.done() else {
+            return Vec::new();
+        };
+        listed
+            .missing(self.filter.keys())
+            .into_iter()
+            .filter_map(|key| {
+                let owner = self.forget(&key)?;
+                tracing::debug!(secret = %key.name, "owned Secret deleted while the watch was down");
+                Some((owner, owned_secret(key.name)))
+            })
+            .collect()
+    }
+
+    /// Drops what is known of a deleted Secret; returns its owner.
+    fn forget(&mut self, key: &ObjectKey) -> Option<NamespacedName> {
+        self.filter.forget(key);
+        self.owner_of.remove(key)
+    }
+}
+
+#[cfg(test)]
+impl SecretJudge {
+    /// How many Secrets the judge remembers.
+    fn known(&self) -> usize {
+        self.filter.len().max(self.owner_of.len())
     }
 }
 
 /// The resource that owns this Secret: its controller reference, or the instance label.
 fn owned(meta: &ObjectMeta) -> Option<(NamespacedName, OwnedObject)> {
     let owner = OwnerKind::default().owner_of(meta)?;
-    Some((
-        owner,
-        OwnedObject {
-            kind: "Secret".into(),
-            name: meta.name.clone()?,
-        },
-    ))
+    Some((owner, owned_secret(meta.name.clone()?)))
+}
+
+fn owned_secret(name: String) -> OwnedObject {
+    OwnedObject {
+        kind: "Secret".into(),
+        name,
+    }
 }
 
 /// Watches the operator's Secrets (in `namespace`, or everywhere) and yields debounced drift
@@ -179,5 +245,77 @@ mod tests {
             judge.judge(watcher::Event::Delete(deleted)),
             vec![(owner, tls)]
         );
+    }
+
+    fn named(name: &str, rv: &str, entries: &[(&str, i64)]) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            ..secret(rv, entries)
+        }
+    }
+
+    fn relist(
+        judge: &mut SecretJudge,
+        metas: Vec<ObjectMeta>,
+    ) -> Vec<(NamespacedName, OwnedObject)> {
+        let mut out = judge.judge(watcher::Event::Init);
+        for meta in metas {
+            out.extend(judge.judge(watcher::Event::InitApply(meta)));
+        }
+        out.extend(judge.judge(watcher::Event::InitDone));
+        out
+    }
+
+    fn drifted(name: &str) -> (NamespacedName, OwnedObject) {
+        (
+            NamespacedName::new("ns", "db"),
+            OwnedObject {
+                kind: "Secret".into(),
+                name: name.into(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_relist_reveals_secrets_deleted_while_the_watch_was_down_once() {
+        let mut judge = SecretJudge::new();
+        let ca = named("db-ca", "1", &[(OPERATOR_FIELD_MANAGER, 100)]);
+        let tls = named("db-tls", "2", &[(OPERATOR_FIELD_MANAGER, 100)]);
+        assert!(relist(&mut judge, vec![ca.clone(), tls]).is_empty());
+        // The watch expired (410 Gone); db-tls was deleted meanwhile: no Delete event.
+        assert_eq!(
+            relist(&mut judge, vec![ca.clone()]),
+            vec![drifted("db-tls")]
+        );
+        // Forgotten with its deletion: the next relist does not report it again.
+        assert!(relist(&mut judge, vec![ca]).is_empty());
+        assert_eq!(judge.known(), 1, "memory follows the Secrets that exist");
+    }
+
+    #[test]
+    fn a_relist_reveals_foreign_writes_made_while_the_watch_was_down() {
+        let mut judge = SecretJudge::new();
+        let ca = named("db-ca", "1", &[(OPERATOR_FIELD_MANAGER, 100)]);
+        let own = named("db-own", "2", &[(OPERATOR_FIELD_MANAGER, 100)]);
+        assert!(relist(&mut judge, vec![ca, own]).is_empty());
+        // During the gap db-ca was edited by hand, db-tls created by hand and db-own deleted
+        // and re-created by the operator.
+        let own = named("db-own", "7", &[(OPERATOR_FIELD_MANAGER, 210)]);
+        let ca = named(
+            "db-ca",
+            "5",
+            &[(OPERATOR_FIELD_MANAGER, 100), ("kubectl-edit", 200)],
+        );
+        let tls = named("db-tls", "6", &[("kubectl-create", 150)]);
+        let mut out = relist(&mut judge, vec![ca, tls.clone(), own.clone()]);
+        out.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        assert_eq!(out, vec![drifted("db-ca"), drifted("db-tls")]);
+        // Delivered again unchanged: nothing new.
+        let ca = named(
+            "db-ca",
+            "5",
+            &[(OPERATOR_FIELD_MANAGER, 100), ("kubectl-edit", 200)],
+        );
+        assert!(relist(&mut judge, vec![ca, tls, own]).is_empty());
     }
 }

@@ -43,6 +43,7 @@ use crate::{
     watch::{
         NamespacedName, ObjectKey, OwnerKind,
         actor::{ActorFilter, FirstSight, Verdict},
+        relist::Relist,
     },
 };
 
@@ -168,7 +169,7 @@ pub struct Detector<O> {
     /// Kinds whose first list is complete.
     synced: HashSet<&'static str>,
     /// Objects seen by a list in progress, per kind.
-    relisting: HashMap<&'static str, HashSet<ObjectKey>>,
+    relisting: HashMap<&'static str, Relist<ObjectKey>>,
     /// The owner of every recorded object, for deletions and catch-up.
     owner_of: HashMap<ObjectKey, NamespacedName>,
     /// Recent deletions, for catch-up: the owner and when the deletion was seen.
@@ -213,14 +214,12 @@ impl<O: OwnerLookup> Detector<O> {
                     .inc();
                 match event {
                     watcher::Event::Init => {
-                        self.relisting.insert(kind, HashSet::new());
+                        self.relisting.entry(kind).or_default().start();
                         Vec::new()
                     }
                     watcher::Event::InitApply(meta) => {
                         let key = ObjectKey::new(kind, &meta);
-                        if let Some(seen) = self.relisting.get_mut(kind) {
-                            seen.insert(key.clone());
-                        }
+                        self.relisting.entry(kind).or_default().saw(key.clone());
                         let first_list = !self.synced.contains(kind);
                         self.applied(key, &meta, first_list).into_iter().collect()
                     }
@@ -327,16 +326,12 @@ impl<O: OwnerLookup> Detector<O> {
 
     fn list_done(&mut self, kind: &'static str) -> Vec<DriftEvent> {
         self.synced.insert(kind);
-        let Some(seen) = self.relisting.remove(kind) else {
+        let Some(listed) = self.relisting.get_mut(kind).and_then(Relist::done) else {
             return Vec::new();
         };
-        let gone: Vec<ObjectKey> = self
-            .filter
-            .keys()
-            .filter(|k| k.kind == kind && !seen.contains(*k))
-            .cloned()
-            .collect();
-        gone.into_iter()
+        listed
+            .missing(self.filter.keys().filter(|k| k.kind == kind))
+            .into_iter()
             .filter_map(|key| {
                 self.filter.forget(&key);
                 let owner = self.owner_of.remove(&key);

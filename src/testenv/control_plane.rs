@@ -17,7 +17,7 @@ use super::{
     accounts::{client_from_kubeconfig, quiet_client_from_kubeconfig, service_account_kubeconfig},
     data_dir::{self, PkiFiles},
     kubeconfig::{self, kubeconfig_for},
-    loopback::free_ports,
+    loopback::{free_ports, http_post},
 };
 
 /// The programs of a control plane, as named in its bin directory.
@@ -57,6 +57,7 @@ pub struct ControlPlane {
     server: String,
     pki: Pki,
     admin_kubeconfig: Kubeconfig,
+    etcd_port: u16,
 }
 
 impl ControlPlane {
@@ -82,6 +83,7 @@ impl ControlPlane {
             ),
             server,
             pki,
+            etcd_port: ports.etcd,
         };
         let started = Instant::now();
         plane.start_etcd(&config, &ports).await?;
@@ -122,6 +124,7 @@ impl ControlPlane {
                 config.admission_plugins.join(",")
             ));
         }
+        args.extend(config.apiserver_flags.iter().cloned());
         self.spawn(config, "kube-apiserver", &args)?;
         let probe = quiet_client_from_kubeconfig(self.admin_kubeconfig.clone()).await?;
         self.wait_for_readyz(&probe, config.ready_timeout)
@@ -227,6 +230,18 @@ impl ControlPlane {
         ttl: Duration,
     ) -> Result<Kubeconfig> {
         service_account_kubeconfig(&self.admin_kubeconfig, namespace, name, ttl).await
+    }
+
+    /// Compacts etcd's history up to `revision` (a resource version): a watch that resumes
+    /// from an older one gets 410 Gone and must list again. The API server's watch cache
+    /// serves watches on its own unless started with `--watch-cache=false`.
+    pub async fn compact_etcd(&self, revision: u64) -> Result<()> {
+        let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+        http_post(self.etcd_port, "/v3/kv/compaction", &body)
+            .await?
+            .ok_body()
+            .map(drop)
+            .with_context(|| format!("compacting etcd to revision {revision}"))
     }
 
     /// Stops every process (controller manager, API server, then etcd) and removes the data

@@ -1,5 +1,5 @@
 //! Talking to local programs over loopback: free ports to give them, and the one HTTP GET probe
-//! of their `/readyz`, `/metrics` and `/debug` endpoints.
+//! of their `/readyz`, `/metrics` and `/debug` endpoints (and a POST, for etcd's JSON API).
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -62,17 +62,31 @@ impl HttpResponse {
 /// # Ok(()) }
 /// ```
 pub async fn http_get(port: u16, path: &str) -> Result<HttpResponse> {
-    tokio::time::timeout(PROBE_TIMEOUT, exchange(port, path))
-        .await
-        .with_context(|| format!("GET {path} on 127.0.0.1:{port}: no answer in {PROBE_TIMEOUT:?}"))?
-        .with_context(|| format!("GET {path} on 127.0.0.1:{port}"))
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    send(port, &format!("GET {path}"), request).await
 }
 
-async fn exchange(port: u16, path: &str) -> Result<HttpResponse> {
+/// `POST path` with the JSON `body` on `127.0.0.1:port`, as [`http_get`].
+pub(crate) async fn http_post(port: u16, path: &str, body: &str) -> Result<HttpResponse> {
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    send(port, &format!("POST {path}"), request).await
+}
+
+async fn send(port: u16, what: &str, request: String) -> Result<HttpResponse> {
+    tokio::time::timeout(PROBE_TIMEOUT, exchange(port, request))
+        .await
+        .with_context(|| format!("{what} on 127.0.0.1:{port}: no answer in {PROBE_TIMEOUT:?}"))?
+        .with_context(|| format!("{what} on 127.0.0.1:{port}"))
+}
+
+async fn exchange(port: u16, request: String) -> Result<HttpResponse> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .context("connecting")?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;

@@ -64,6 +64,9 @@ pub struct ControlPlaneConfig {
     /// Admission plugins enabled beyond the API server's defaults (e.g.
     /// `OwnerReferencesPermissionEnforcement`).
     pub admission_plugins: Vec<String>,
+    /// Further kube-apiserver flags (e.g. `--watch-cache=false`, so that watches are served
+    /// from etcd and resume until etcd compacts their revision).
+    pub apiserver_flags: Vec<String>,
 }
 
 impl ControlPlaneConfig {
@@ -75,6 +78,7 @@ impl ControlPlaneConfig {
             data_parent: None,
             ready_timeout: Duration::from_secs(120),
             admission_plugins: Vec::new(),
+            apiserver_flags: Vec::new(),
         }
     }
 

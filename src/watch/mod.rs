@@ -7,7 +7,8 @@
 //!  metadata::metadata_events   watcher of PartialObjectMeta<K>, as ObjectMeta events
 //!      │
 //!      ├─▶ actor::ActorFilter  managedFields: written by whom? drift or not
-//!      └─▶ owner::OwnerKind    controller ownerReference, else the instance label
+//!      ├─▶ owner::OwnerKind    controller ownerReference, else the instance label
+//!      └─▶ relist::Relist      which known objects a relist missed (deleted meanwhile)
 //!              │
 //!              ▼
 //!          NamespacedName      the owning custom resource (queue and debounce key)
@@ -22,6 +23,7 @@ pub mod api;
 pub mod keys;
 pub mod metadata;
 pub mod owner;
+pub mod relist;
 pub mod selector;
 
 pub use keys::{NamespacedName, ObjectKey};

@@ -3,27 +3,21 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use k8s_openapi::api::{
-    core::v1::{Namespace, Service},
-    events::v1::Event,
-};
+use k8s_openapi::api::{core::v1::Service, events::v1::Event};
 use kube::{
     Api, Client, ResourceExt,
-    api::{
-        ApiResource, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams,
-        PostParams,
-    },
+    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
 };
 use kube_sentinel::{
     events::{MAX_NOTE_BYTES, OPERATOR_REPORTING_CONTROLLER},
     operator::crd::{Outcome, StatefulCluster},
-    testenv::{self, ControlPlane, ControlPlaneConfig},
+    testenv::{ControlPlane, ControlPlaneConfig},
 };
 use serde_json::{Value, json};
 
 use crate::{
     operator::running::{Operator, cluster, create, handled, trigger},
-    support::{self, Program, control_plane, eventually},
+    support::{self, control_plane, eventually},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -102,18 +96,7 @@ fn too_many_certificates() -> Patch<Value> {
 
 /// The operator of `ns` on `plane`, as its ServiceAccount (RBAC from `deploy/operator`).
 async fn start_operator(plane: &ControlPlane, ns: &str, dir: &Path) -> Operator {
-    let admin = plane.admin_client().await.expect("admin");
-    support::apply_component_manifests(&admin, "operator", ns).await;
-    let kubeconfig = plane
-        .service_account_kubeconfig(ns, &format!("{ns}-operator"), Duration::from_secs(3600))
-        .await
-        .expect("operator kubeconfig");
-    let path = dir.join("operator.kubeconfig");
-    testenv::write_kubeconfig(&kubeconfig, &path).expect("write kubeconfig");
-    let port = testenv::free_port().expect("port");
-    let addr = format!("127.0.0.1:{port}");
-    let args = ["operator", "--namespace", ns, "--metrics-addr", &addr];
-    let program = Program::spawn_with("operator-bad-objects", &args, &path, dir, &[]);
+    let (program, port) = support::spawn_operator(plane, ns, dir, &[]).await;
     Operator { program, port }
 }
 
@@ -130,23 +113,9 @@ async fn reconciled(client: &Client, ns: &str, name: &str) {
 #[tokio::test]
 async fn an_undecodable_resource_is_reported_and_skipped_while_the_others_are_reconciled() {
     let config = ControlPlaneConfig::from_build_script().expect("control-plane binaries");
-    let plane = ControlPlane::start(config)
-        .await
-        .expect("own control plane");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let admin = plane.admin_client().await.expect("admin");
     let ns = "bad-objects";
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(admin.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("namespace");
+    let (plane, admin) = support::own_control_plane(config, ns).await;
+    let dir = tempfile::tempdir().expect("temp dir");
 
     // A schema without integer ranges lets a status writer store 2^32 in a u32 field.
     kube_sentinel::manifests::apply(&admin, &loosened_crd(), "e2e", ns)

@@ -7,19 +7,18 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::{
     admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
     apps::v1::StatefulSet,
-    core::v1::{ConfigMap, Namespace, Service},
+    core::v1::{ConfigMap, Service},
     events::v1::Event,
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use kube_sentinel::{
     contract::OPERATOR_FIELD_MANAGER,
     operator::crd::{Outcome, StatefulCluster},
     testenv::{self, ControlPlane, ControlPlaneConfig},
 };
-use nix::{sys::signal, unistd::Pid};
 use serde_json::json;
 
 use crate::{
@@ -27,7 +26,7 @@ use crate::{
         Kubelet, Operator, cluster, create, handled, http_get, settle, start_operator, trigger,
         wait_ready,
     },
-    support::{self, Program, eventually},
+    support::{self, Logged, Program, Stopped, eventually},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -309,34 +308,6 @@ async fn a_revert_the_api_server_keeps_refusing_ends_failed_and_the_full_path_st
 // ---------------------------------------------------------------------------------------------
 // A stalled API server, on a control plane of this test's own.
 
-/// A program whose log is printed when the test fails.
-struct Logged(Program, &'static str);
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- {} log ----\n{}", self.1, self.0.log());
-        }
-    }
-}
-
-/// The API server stopped with SIGSTOP; continued (SIGCONT) when dropped, even by a panic.
-struct Stopped(Pid);
-
-impl Stopped {
-    fn stop(pid: u32) -> Self {
-        let pid = Pid::from_raw(i32::try_from(pid).expect("a pid fits an i32"));
-        signal::kill(pid, signal::Signal::SIGSTOP).expect("SIGSTOP kube-apiserver");
-        Self(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = signal::kill(self.0, signal::Signal::SIGCONT);
-    }
-}
-
 /// Whether `/readyz` on `port` answers `ok`.
 async fn ready(port: u16) -> bool {
     support::http_ok_body(port, "/readyz").await.as_deref() == Some("ok")
@@ -385,23 +356,9 @@ async fn start_programs(
 #[tokio::test]
 async fn both_programs_ride_out_a_stalled_api_server_and_revert_every_drift() {
     let config = ControlPlaneConfig::from_build_script().expect("control-plane binaries");
-    let plane = ControlPlane::start(config)
-        .await
-        .expect("own control plane");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let admin = plane.admin_client().await.expect("admin");
     let ns = "stall";
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(admin.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("namespace");
+    let (plane, admin) = support::own_control_plane(config, ns).await;
+    let dir = tempfile::tempdir().expect("temp dir");
     let (mut operator, op_port, mut sentinel, sentinel_port) =
         start_programs(&plane, ns, dir.path()).await;
     eventually(WAIT, "both programs Ready", || async {

@@ -17,6 +17,7 @@ mod liveness;
 mod managed_fields_wipe;
 mod operator;
 mod operator_owned;
+mod operator_relist;
 mod ownership;
 mod sentinel;
 mod sentinel_security;

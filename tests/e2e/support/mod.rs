@@ -226,6 +226,11 @@ impl Program {
         self.0.log()
     }
 
+    /// The process id, unless it is known to have exited (to signal it).
+    pub fn pid(&self) -> Option<u32> {
+        self.0.pid()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.0.is_running()
@@ -356,5 +361,86 @@ pub fn relocate(text: &str, namespace: &str) -> String {
     .replace(
         "policyName: kube-sentinel-",
         &format!("policyName: {namespace}-"),
+    )
+}
+
+/// A program whose log (under this name) is printed when the test fails.
+pub struct Logged(pub Program, pub &'static str);
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.1, self.0.log());
+        }
+    }
+}
+
+/// A process stopped with SIGSTOP; continued (SIGCONT) when dropped, even by a panic.
+pub struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    /// Stops process `pid`.
+    pub fn stop(pid: u32) -> Self {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits an i32"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+            .unwrap_or_else(|e| panic!("SIGSTOP {pid}: {e}"));
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Starts a control plane of the test's own (for a test that stops, breaks or reconfigures
+/// it) and creates namespace `ns` in it; the plane and an admin client.
+pub async fn own_control_plane(
+    config: testenv::ControlPlaneConfig,
+    ns: &str,
+) -> (testenv::ControlPlane, Client) {
+    let plane = testenv::ControlPlane::start(config)
+        .await
+        .expect("own control plane");
+    let admin = plane.admin_client().await.expect("admin");
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace");
+    (plane, admin)
+}
+
+/// An operator for `ns` on a control plane of the test's own, as its ServiceAccount (RBAC
+/// from `deploy/operator`; the CRD is the caller's), with `extra` arguments and its log in
+/// `dir`; its metrics port. Not waited for.
+pub async fn spawn_operator(
+    plane: &testenv::ControlPlane,
+    ns: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> (Program, u16) {
+    let admin = plane.admin_client().await.expect("admin");
+    apply_component_manifests(&admin, "operator", ns).await;
+    let kubeconfig = plane
+        .service_account_kubeconfig(ns, &format!("{ns}-operator"), Duration::from_secs(3600))
+        .await
+        .expect("operator kubeconfig");
+    let path = dir.join("operator.kubeconfig");
+    testenv::write_kubeconfig(&kubeconfig, &path).expect("write kubeconfig");
+    let port = testenv::free_port().expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["operator", "--namespace", ns, "--metrics-addr", &addr];
+    args.extend_from_slice(extra);
+    (
+        Program::spawn_with("operator", &args, &path, dir, &[]),
+        port,
     )
 }
