@@ -6,7 +6,7 @@
 //! not drift), a keyed debounce window folds a burst per owning resource, and the owner goes
 //! straight on the fast lane with the Secrets named ([`SecretDrift`]).
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
@@ -35,9 +35,8 @@ pub type SecretDrift = Debounced<NamespacedName, Vec<OwnedObject>>;
 /// the relist is a deletion, and one new in it was created meanwhile (as the sentinel's
 /// detector judges its relists).
 pub struct SecretJudge {
+    /// Also keeps the owner of every known Secret, for the deletions a relist reveals.
     filter: ActorFilter,
-    /// The owner of every known Secret, for the deletions a relist reveals.
-    owner_of: HashMap<ObjectKey, NamespacedName>,
     relist: Relist<ObjectKey>,
     /// Whether the first list is complete.
     synced: bool,
@@ -54,7 +53,6 @@ impl SecretJudge {
     pub fn new() -> Self {
         Self {
             filter: ActorFilter::new([OPERATOR_FIELD_MANAGER]),
-            owner_of: HashMap::new(),
             relist: Relist::default(),
             synced: false,
         }
@@ -93,11 +91,10 @@ impl SecretJudge {
         };
         let key = ObjectKey::new("Secret", &meta);
         let owner = owned(&meta);
-        match &owner {
-            Some((resource, _)) => self.owner_of.insert(key.clone(), resource.clone()),
-            None => self.owner_of.remove(&key),
-        };
-        match self.filter.observe(&key, &meta, first) {
+        let verdict = self.filter.observe(&key, &meta, first);
+        let owner_name = owner.as_ref().map(|(resource, _)| resource.name.as_str());
+        self.filter.set_owner(&key, owner_name);
+        match verdict {
             Verdict::Drift { managers } => {
                 tracing::debug!(secret = %key.name, ?managers, "foreign change to an owned Secret");
                 owner.into_iter().collect()
@@ -125,8 +122,7 @@ impl SecretJudge {
 
     /// Drops what is known of a deleted Secret; returns its owner.
     fn forget(&mut self, key: &ObjectKey) -> Option<NamespacedName> {
-        self.filter.forget(key);
-        self.owner_of.remove(key)
+        self.filter.forget(key)
     }
 }
 
@@ -134,7 +130,7 @@ impl SecretJudge {
 impl SecretJudge {
     /// How many Secrets the judge remembers.
     fn known(&self) -> usize {
-        self.filter.len().max(self.owner_of.len())
+        self.filter.len()
     }
 }
 

@@ -170,8 +170,6 @@ pub struct Detector<O> {
     synced: HashSet<&'static str>,
     /// Objects seen by a list in progress, per kind.
     relisting: HashMap<&'static str, Relist<ObjectKey>>,
-    /// The owner of every recorded object, for deletions and catch-up.
-    owner_of: HashMap<ObjectKey, NamespacedName>,
     /// Recent deletions, for catch-up: the owner and when the deletion was seen.
     deleted: HashMap<ObjectKey, (NamespacedName, Timestamp)>,
 }
@@ -193,7 +191,6 @@ impl<O: OwnerLookup> Detector<O> {
             metrics,
             synced: HashSet::new(),
             relisting: HashMap::new(),
-            owner_of: HashMap::new(),
             deleted: HashMap::new(),
         }
     }
@@ -230,12 +227,8 @@ impl<O: OwnerLookup> Detector<O> {
                     }
                     watcher::Event::Delete(meta) => {
                         let key = ObjectKey::new(kind, &meta);
-                        self.filter.forget(&key);
-                        let owner = self
-                            .owner_kind
-                            .owner_of(&meta)
-                            .or_else(|| self.owner_of.remove(&key));
-                        self.owner_of.remove(&key);
+                        let remembered = self.filter.forget(&key);
+                        let owner = self.owner_kind.owner_of(&meta).or(remembered);
                         self.deleted(key, owner).into_iter().collect()
                     }
                 }
@@ -260,7 +253,8 @@ impl<O: OwnerLookup> Detector<O> {
             FirstSight::Created
         };
         let verdict = self.filter.observe(&key, meta, first);
-        self.owner_of.insert(key.clone(), owner.clone());
+        // The filter keeps the owner with its record, for deletions and catch-up.
+        self.filter.set_owner(&key, Some(&owner.name));
         self.deleted.remove(&key);
         match verdict {
             Verdict::Ignored(reason) => {
@@ -333,8 +327,7 @@ impl<O: OwnerLookup> Detector<O> {
             .missing(self.filter.keys().filter(|k| k.kind == kind))
             .into_iter()
             .filter_map(|key| {
-                self.filter.forget(&key);
-                let owner = self.owner_of.remove(&key);
+                let owner = self.filter.forget(&key);
                 self.deleted(key, owner)
             })
             .collect()
@@ -342,9 +335,9 @@ impl<O: OwnerLookup> Detector<O> {
 
     fn catch_up(&mut self) -> Vec<DriftEvent> {
         let candidates: Vec<(ObjectKey, NamespacedName)> = self
-            .owner_of
-            .iter()
-            .map(|(k, o)| (k.clone(), o.clone()))
+            .filter
+            .keys()
+            .filter_map(|k| Some((k.clone(), self.filter.owner(k)?)))
             .collect();
         let mut events: Vec<DriftEvent> = candidates
             .into_iter()

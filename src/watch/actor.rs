@@ -47,13 +47,14 @@
 use std::{
     collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
 };
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use serde_json::Value;
 
-use super::ObjectKey;
+use super::{NamespacedName, ObjectKey};
 
 /// Manager name reported when the change cannot be attributed (managed fields were edited
 /// or wiped by the request itself).
@@ -123,20 +124,30 @@ impl IgnoreReason {
     }
 }
 
-/// What the filter remembers of one managedFields entry.
+/// What the filter remembers of one managedFields entry: 64 bytes, names shared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct EntrySig {
-    manager: String,
-    operation: String,
-    subresource: String,
+    manager: Arc<str>,
+    /// `None` for the main resource.
+    subresource: Option<Arc<str>>,
     /// Seconds since the epoch (the API server keeps seconds only).
     time: Option<i64>,
     fields_hash: u64,
     fields_size: u32,
+    operation: Operation,
+}
+
+/// A managedFields entry's operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operation {
+    Apply,
+    Update,
+    /// Anything else the API server may add: compared as one value.
+    Other,
 }
 
 impl EntrySig {
-    fn new(entry: &ManagedFieldsEntry) -> Self {
+    fn new(entry: &ManagedFieldsEntry, names: &mut Names) -> Self {
         let (fields_hash, fields_size) = match &entry.fields_v1 {
             Some(f) => {
                 let mut hasher = DefaultHasher::new();
@@ -146,12 +157,20 @@ impl EntrySig {
             None => (0, 0),
         };
         Self {
-            manager: entry.manager.clone().unwrap_or_default(),
-            operation: entry.operation.clone().unwrap_or_default(),
-            subresource: entry.subresource.clone().unwrap_or_default(),
+            manager: names.get(entry.manager.as_deref().unwrap_or_default()),
+            subresource: entry
+                .subresource
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(|s| names.get(s)),
             time: entry.time.as_ref().map(|t| t.0.as_second()),
             fields_hash,
             fields_size,
+            operation: match entry.operation.as_deref() {
+                Some("Apply") => Operation::Apply,
+                Some("Update") => Operation::Update,
+                _ => Operation::Other,
+            },
         }
     }
 
@@ -161,6 +180,10 @@ impl EntrySig {
             && self.subresource == other.subresource
     }
 
+    fn is_status(&self) -> bool {
+        self.subresource.as_deref() == Some("status")
+    }
+
     /// Whether this entry (the new one) records a write since `old` (same slot).
     fn written_since(&self, old: &Self) -> bool {
         match (self.time, old.time) {
@@ -168,6 +191,27 @@ impl EntrySig {
             (Some(_), None) => true,
             _ => self.fields_hash != old.fields_hash && self.fields_size >= old.fields_size,
         }
+    }
+}
+
+/// Manager and subresource names, shared by every record that holds them: a few distinct
+/// names serve thousands of objects. Bounded, so that a writer inventing a name per write
+/// cannot grow it: past [`Names::MAX`] a name is allocated on its own.
+#[derive(Debug, Default)]
+struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    const MAX: usize = 1024;
+
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(name) {
+            return shared.clone();
+        }
+        let name: Arc<str> = Arc::from(name);
+        if self.0.len() < Self::MAX {
+            self.0.insert(name.clone());
+        }
+        name
     }
 }
 
@@ -190,10 +234,20 @@ fn hash_fields(value: &Value, hasher: &mut DefaultHasher) -> u32 {
     }
 }
 
+/// What the filter remembers of one object.
 #[derive(Debug)]
 struct Seen {
-    resource_version: Option<String>,
-    entries: Vec<EntrySig>,
+    /// A hash of the resource version: only compared for equality.
+    version: u64,
+    entries: Box<[EntrySig]>,
+    /// The name of the object's owner (in the object's namespace), kept for the caller.
+    owner: Option<Box<str>>,
+}
+
+fn version_hash(resource_version: Option<&str>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    resource_version.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Per-object record of managedFields entries, and the attribution of each change.
@@ -227,6 +281,7 @@ struct Seen {
 pub struct ActorFilter {
     ignored_managers: HashSet<String>,
     seen: HashMap<ObjectKey, Seen>,
+    names: Names,
 }
 
 impl ActorFilter {
@@ -239,25 +294,32 @@ impl ActorFilter {
         Self {
             ignored_managers: ignored_managers.into_iter().map(Into::into).collect(),
             seen: HashMap::new(),
+            names: Names::default(),
         }
     }
 
     /// Records the object's current entries and judges the change since the last record.
     pub fn observe(&mut self, key: &ObjectKey, meta: &ObjectMeta, first: FirstSight) -> Verdict {
-        let entries: Vec<EntrySig> = meta
+        let names = &mut self.names;
+        let entries: Box<[EntrySig]> = meta
             .managed_fields
             .iter()
             .flatten()
-            .map(EntrySig::new)
+            .map(|e| EntrySig::new(e, names))
             .collect();
-        let resource_version = meta.resource_version.clone();
-        let previous = self.seen.insert(
-            key.clone(),
-            Seen {
-                resource_version: resource_version.clone(),
-                entries,
-            },
-        );
+        let version = version_hash(meta.resource_version.as_deref());
+        let record = Seen {
+            version,
+            entries,
+            owner: None,
+        };
+        let previous = match self.seen.get_mut(key) {
+            Some(seen) => {
+                let owner = seen.owner.take();
+                Some(std::mem::replace(seen, Seen { owner, ..record }))
+            }
+            None => self.seen.insert(key.clone(), record),
+        };
         let Some(current) = self.seen.get(key) else {
             return Verdict::Ignored(IgnoreReason::Unchanged);
         };
@@ -276,7 +338,7 @@ impl ActorFilter {
                 newer
             }
             (Some(old), _) => {
-                if old.resource_version == resource_version && old.entries == current.entries {
+                if old.version == version && old.entries == current.entries {
                     return Verdict::Ignored(IgnoreReason::Unchanged);
                 }
                 let written: Vec<&EntrySig> = current
@@ -324,16 +386,34 @@ impl ActorFilter {
             .flat_map(|s| s.entries.iter())
             .filter(|e| self.is_foreign(e))
             .filter(|e| written_since(e.time, after))
-            .map(|e| e.manager.clone())
+            .map(|e| e.manager.to_string())
             .collect();
         managers.sort();
         managers.dedup();
         managers
     }
 
-    /// Drops the record of a deleted object; returns whether there was one.
-    pub fn forget(&mut self, key: &ObjectKey) -> bool {
-        self.seen.remove(key).is_some()
+    /// Remembers `owner` (a name in the object's namespace) as the owner of the recorded
+    /// object `key`, for [`ActorFilter::owner`] and [`ActorFilter::forget`]; allocates only
+    /// when it changed.
+    pub fn set_owner(&mut self, key: &ObjectKey, owner: Option<&str>) {
+        if let Some(seen) = self.seen.get_mut(key)
+            && seen.owner.as_deref() != owner
+        {
+            seen.owner = owner.map(Box::from);
+        }
+    }
+
+    /// The owner remembered for `key`.
+    pub fn owner(&self, key: &ObjectKey) -> Option<NamespacedName> {
+        let owner = self.seen.get(key)?.owner.as_deref()?;
+        Some(NamespacedName::new(key.namespace.clone(), owner))
+    }
+
+    /// Drops the record of a deleted object; returns the owner it remembered, if any.
+    pub fn forget(&mut self, key: &ObjectKey) -> Option<NamespacedName> {
+        let owner = self.seen.remove(key)?.owner?;
+        Some(NamespacedName::new(key.namespace.clone(), owner))
     }
 
     /// Whether the filter has a record of this object.
@@ -357,16 +437,16 @@ impl ActorFilter {
     }
 
     fn is_foreign(&self, entry: &EntrySig) -> bool {
-        entry.subresource != "status"
-            && entry.manager != BEFORE_FIRST_APPLY
-            && !self.ignored_managers.contains(&entry.manager)
+        !entry.is_status()
+            && &*entry.manager != BEFORE_FIRST_APPLY
+            && !self.ignored_managers.contains(&*entry.manager)
     }
 
     fn judge(&self, written: &[&EntrySig]) -> Verdict {
-        let by_the_server = written.iter().any(|e| e.manager == BEFORE_FIRST_APPLY);
+        let by_the_server = written.iter().any(|e| &*e.manager == BEFORE_FIRST_APPLY);
         let applied = written
             .iter()
-            .any(|e| e.operation == "Apply" && e.manager != BEFORE_FIRST_APPLY);
+            .any(|e| e.operation == Operation::Apply && &*e.manager != BEFORE_FIRST_APPLY);
         if by_the_server && !applied {
             // The API server makes that entry only inside an apply; without one, a client wrote it.
             return Verdict::Drift {
@@ -376,11 +456,10 @@ impl ActorFilter {
         let mut managers: Vec<String> = written
             .iter()
             .filter(|e| self.is_foreign(e))
-            .map(|e| e.manager.clone())
+            .map(|e| e.manager.to_string())
             .collect();
         if managers.is_empty() {
-            let all_status =
-                !written.is_empty() && written.iter().all(|e| e.subresource == "status");
+            let all_status = !written.is_empty() && written.iter().all(|e| e.is_status());
             return Verdict::Ignored(if all_status {
                 IgnoreReason::StatusOnly
             } else {
@@ -813,12 +892,43 @@ mod tests {
     }
 
     #[test]
-    fn forget_drops_the_record() {
+    fn forget_drops_the_record_and_returns_the_owner_it_kept() {
         let mut f = filter();
         operator_created(&mut f);
-        assert!(f.knows(&key("StatefulSet")));
-        assert!(f.forget(&key("StatefulSet")));
-        assert!(!f.forget(&key("StatefulSet")));
+        let sts = key("StatefulSet");
+        assert!(f.knows(&sts));
+        assert_eq!(f.owner(&sts), None, "no owner set yet");
+        f.set_owner(&sts, Some("db"));
+        let owner = Some(NamespacedName::new(sts.namespace.clone(), "db"));
+        assert_eq!(f.owner(&sts), owner);
+        // A later observation keeps the owner.
+        f.observe(&sts, &meta("9", vec![]), FirstSight::Created);
+        assert_eq!(f.owner(&sts), owner);
+        assert_eq!(f.forget(&sts), owner);
+        assert_eq!(f.forget(&sts), None);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn a_record_stays_small() {
+        // What each watched object costs (the sentinel's memory per object): bounded here so
+        // that a field added to a record is a decision.
+        assert!(std::mem::size_of::<EntrySig>() <= 64);
+        assert!(std::mem::size_of::<Seen>() <= 48);
+    }
+
+    #[test]
+    fn names_are_shared_and_bounded() {
+        let mut names = Names::default();
+        let a = names.get("kubectl-edit");
+        assert!(
+            Arc::ptr_eq(&a, &names.get("kubectl-edit")),
+            "one allocation per name"
+        );
+        for i in 0..Names::MAX * 2 {
+            names.get(&format!("manager-{i}"));
+        }
+        assert_eq!(names.0.len(), Names::MAX, "a name per write cannot grow it");
+        assert_eq!(&*names.get("manager-999999"), "manager-999999");
     }
 }
