@@ -236,6 +236,22 @@ fn print_drift_rows(variant: Variant, scenario: &str, s: &SteadyResult) {
         ms(q.p99),
         ms(q.max)
     );
+    if !s.by_kind.is_empty() {
+        let kinds: Vec<String> = s
+            .by_kind
+            .iter()
+            .map(|(kind, recorder)| {
+                let q = recorder.snapshot().summary();
+                format!("{kind} {:.0}/{:.0}", ms(q.p50), ms(q.p99))
+            })
+            .collect();
+        println!(
+            "{:<12} {:<9} p50/p99 ms: {}",
+            variant.to_string(),
+            "by kind",
+            kinds.join(", ")
+        );
+    }
     if s.breakdown.measured > 0 {
         let stages: Vec<String> = s
             .breakdown

@@ -47,6 +47,8 @@ pub(crate) struct Load<'a> {
 pub(crate) struct SteadyResult {
     /// Drift→revert, from the drift's write returning to the watch showing it undone.
     pub latency: LatencyRecorder,
+    /// Drift→revert per kind of drift.
+    pub by_kind: Vec<(DriftKind, LatencyRecorder)>,
     /// Drifts written.
     pub injected: u64,
     /// Drifts seen reverted.
@@ -75,6 +77,18 @@ impl SteadyResult {
             skipped: 0,
             watch_errors: 0,
             breakdown: Breakdown::new(),
+            by_kind: Vec::new(),
+        }
+    }
+
+    fn record_kind(&mut self, kind: DriftKind, latency: Duration) {
+        match self.by_kind.iter().find(|(k, _)| *k == kind) {
+            Some((_, recorder)) => recorder.record(latency),
+            None => {
+                let recorder = LatencyRecorder::new();
+                recorder.record(latency);
+                self.by_kind.push((kind, recorder));
+            }
         }
     }
 }
@@ -228,7 +242,9 @@ fn check_revert(
     if !(undone && p.baseline.restored_by(&now)) {
         return None;
     }
-    result.latency.record(written.elapsed());
+    let elapsed = written.elapsed();
+    result.latency.record(elapsed);
+    result.record_kind(p.kind, elapsed);
     result.reverted += 1;
     pending.remove(&i);
     Some(Observed {
