@@ -29,6 +29,10 @@ pub(crate) struct ProcessStats {
     pub peak_rss_mib: f64,
     /// Resident set size now (VmRSS), MiB.
     pub rss_mib: f64,
+    /// Of that, anonymous memory (RssAnon: heap, stacks), MiB: what the process allocated.
+    pub rss_anon_mib: f64,
+    /// Of that, file-backed pages (RssFile: the binary's code), MiB, shared and reclaimable.
+    pub rss_file_mib: f64,
 }
 
 /// [`ProcessStats`] of process `pid`, if `/proc` has it.
@@ -55,6 +59,8 @@ pub(crate) fn process_stats(pid: u32) -> Option<ProcessStats> {
         cpu_seconds,
         peak_rss_mib: mib("VmHWM:")?,
         rss_mib: mib("VmRSS:")?,
+        rss_anon_mib: mib("RssAnon:")?,
+        rss_file_mib: mib("RssFile:")?,
     })
 }
 

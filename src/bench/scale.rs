@@ -113,10 +113,13 @@ pub(crate) async fn scale(
             bytes_per_object: (synced.rss_mib - idle.rss_mib) * MIB / objects as f64,
         });
         println!(
-            "scale: {objects} objects: sentinel RSS {:.1} MiB after a fresh sync in {:.1} s ({:.1} MiB idle), {per_1k:.3} CPU s per 1k events",
+            "scale: {objects} objects: sentinel RSS {:.1} MiB (anon {:.1}, file {:.1}) after a fresh sync in {:.1} s ({:.1} MiB idle, anon {:.1}), {per_1k:.3} CPU s per 1k events",
             synced.rss_mib,
+            synced.rss_anon_mib,
+            synced.rss_file_mib,
             sync.as_secs_f64(),
-            idle.rss_mib
+            idle.rss_mib,
+            idle.rss_anon_mib
         );
     }
     // One call that returns at once; a collection delete of 50,000 objects outlasts a request

@@ -40,7 +40,7 @@ pub(crate) async fn repeated(
     settle(cluster, operator, None).await;
     for round in 0..repeats {
         let full_before = crate::demo::report::full_reconciles(operator).await;
-        let reverted = drift_and_wait(cluster, DriftKind::Replicas)
+        let reverted = drift_and_wait(cluster, DriftKind::Replicas, None)
             .await
             .with_context(|| format!("repeated drift {}", round + 1))?;
         latencies.push(reverted.elapsed);

@@ -28,6 +28,7 @@ mod options;
 pub(crate) mod programs;
 pub(crate) mod report;
 pub(crate) mod rounds;
+mod stage_line;
 
 use std::{path::Path, time::Duration};
 

@@ -11,6 +11,7 @@ use super::{
     drift::{Cluster, DriftKind},
     programs::{ProgramKind, Programs},
     report::full_reconciles,
+    stage_line::{Stage, StageLine},
 };
 use crate::telemetry::LatencyRecorder;
 
@@ -67,11 +68,13 @@ pub(crate) async fn drift_rounds(
         let kind = DriftKind::DEMO[round as usize % DriftKind::DEMO.len()];
         let object = kind.object_of(cluster.name());
         let full_before = full_reconciles(operator_port).await;
+        let mut line = StageLine::start(format!("round {}/{total}  {object}  {kind}", round + 1));
         let reverted = tokio::select! {
-            result = drift_and_wait(cluster, kind) => result
+            result = drift_and_wait(cluster, kind, Some(&mut line)) => result
                 .with_context(|| format!("round {} ({kind} on {object})", round + 1))?,
             exited = programs.watch() => return Err(exited),
         };
+        drop(line);
         latency.record(reverted.elapsed);
         println!(
             "round {:>3}/{total}  {:<24} {:<20} reverted in {:>5} ms  ({}, trigger {})",
@@ -98,16 +101,34 @@ pub(crate) async fn drift_rounds(
 }
 
 /// One round: drift `kind`, then poll until the object reads back restored and a new trigger
-/// is acknowledged. The clock runs from just before the change to that read-back.
-pub(crate) async fn drift_and_wait(cluster: &Cluster, kind: DriftKind) -> Result<Reverted> {
+/// is acknowledged. The clock runs from just before the change to that read-back. Each stage
+/// reached shows on `line`, if given.
+pub(crate) async fn drift_and_wait(
+    cluster: &Cluster,
+    kind: DriftKind,
+    mut line: Option<&mut StageLine>,
+) -> Result<Reverted> {
     let baseline = cluster.read(kind).await?;
     let (previous, _) = cluster.trigger().await?;
     let started = Instant::now();
     cluster.drift(kind).await.context("drifting")?;
+    let mut reached = |stage: Stage| {
+        if let Some(line) = line.as_deref_mut() {
+            line.reached(stage, started.elapsed());
+        }
+    };
+    reached(Stage::Drifted);
     let deadline = started + WAIT;
     loop {
         let (id, outcome) = cluster.trigger().await?;
-        if let (Some(id), Some(outcome)) = (id.filter(|id| Some(id) != previous.as_ref()), outcome)
+        let id = id.filter(|id| Some(id) != previous.as_ref());
+        if id.is_some() {
+            reached(Stage::Triggered);
+        }
+        if id.is_some() && outcome.is_some() {
+            reached(Stage::Acknowledged);
+        }
+        if let (Some(id), Some(outcome)) = (id, outcome)
             && cluster.restored(kind, &baseline).await?
         {
             return Ok(Reverted {
