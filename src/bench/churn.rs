@@ -159,19 +159,34 @@ async fn create(admin: &Client, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Drifts every resource once: a label on its Service, as `kubectl label` would.
+/// Drifts every resource once: a label on its Service, as `kubectl label` would. A Service
+/// not there yet (its resource reconciled with an error, retried) is waited for.
 async fn drift(admin: &Client, names: &[String]) -> Result<()> {
     stream::iter(names)
         .map(|name| async move {
-            Cluster::new(admin, CHURN_NAMESPACE, name)
-                .drift(DriftKind::Label)
-                .await
-                .with_context(|| format!("drifting StatefulCluster {name}"))
+            let cluster = Cluster::new(admin, CHURN_NAMESPACE, name);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                match cluster.drift(DriftKind::Label).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if is_not_found(&e) && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => return Err(e.context(format!("drifting StatefulCluster {name}"))),
+                }
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
     Ok(())
+}
+
+fn is_not_found(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<kube::Error>(),
+        Some(kube::Error::Api(status)) if status.code == 404
+    )
 }
 
 /// The operator's full reconcile has seen this generation.
