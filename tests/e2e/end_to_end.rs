@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::{
     operator::running,
-    support::{Program, apply_component_manifests, control_plane, eventually},
+    support::{control_plane, eventually},
 };
 
 #[tokio::test]
@@ -21,22 +21,7 @@ async fn sentinel_and_operator_revert_a_drift_end_to_end() {
     let ns = cp.namespace("e2e-loop").await;
     let _operator = running::start_operator(&ns, &[]).await;
     let _kubelet = running::Kubelet::start(admin.clone(), &ns);
-    apply_component_manifests(&admin, "sentinel", &ns).await;
-    let kubeconfig = cp.service_account_kubeconfig_file(&ns, "sentinel").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let addr = format!("127.0.0.1:{port}");
-    let sentinel = Program::spawn(
-        "sentinel",
-        &["sentinel", "--namespace", &ns, "--metrics-addr", &addr],
-        &kubeconfig,
-    );
-    eventually(Duration::from_secs(30), "sentinel /readyz", || async {
-        (running::http_get(port, "/readyz").await.as_deref() == Some("ok")).then_some(())
-    })
-    .await;
+    let sentinel = running::start_sentinel(&ns, &[]).await;
 
     running::create(&admin, &ns, &running::cluster("db", json!({}))).await;
     running::wait_ready(&admin, &ns, "db").await;

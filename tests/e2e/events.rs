@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     operator::running::{Kubelet, cluster, create, start_operator, trigger, wait_ready},
-    support::{Program, apply_component_manifests, control_plane, eventually, install_crd},
+    support::{apply_component_manifests, control_plane, eventually, install_crd},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -108,37 +108,6 @@ async fn managed_configmaps(admin: &kube::Client, ns: &str, names: &[String]) {
     }
 }
 
-/// Starts the sentinel for `ns` as its ServiceAccount and waits until it is ready.
-async fn start_sentinel(ns: &str) -> Program {
-    let cp = control_plane();
-    let kubeconfig = cp.service_account_kubeconfig_file(ns, "sentinel").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let addr = format!("127.0.0.1:{port}");
-    let sentinel = Program::spawn(
-        "sentinel",
-        &[
-            "sentinel",
-            "--namespace",
-            ns,
-            "--metrics-addr",
-            &addr,
-            "--debounce",
-            "1s",
-            "--jitter",
-            "0s",
-        ],
-        &kubeconfig,
-    );
-    eventually(WAIT, "the sentinel ready", || async {
-        crate::support::http_ok_body(port, "/readyz").await
-    })
-    .await;
-    sentinel
-}
-
 /// Edits every ConfigMap of `names` as someone else: drift.
 async fn drift(admin: &kube::Client, ns: &str, names: &[String]) {
     let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
@@ -167,7 +136,9 @@ async fn the_sentinel_reports_as_kube_sentinel_dev_sentinel_with_a_note_cut_to_1
         .map(|i| format!("db-{i:02}-{}", "x".repeat(240)))
         .collect();
     managed_configmaps(&admin, &ns, &names).await;
-    let sentinel = start_sentinel(&ns).await;
+    let sentinel =
+        crate::operator::running::start_sentinel(&ns, &["--debounce", "1s", "--jitter", "0s"])
+            .await;
     drift(&admin, &ns, &names).await;
     let events: Api<Event> = Api::namespaced(admin, &ns);
     let event = eventually(WAIT, "the sentinel's DriftDetected Event", || async {
@@ -259,7 +230,9 @@ async fn a_trigger_that_cannot_be_written_is_a_warning_event() {
     .await;
     let names = vec!["db-extra".to_string()];
     managed_configmaps(&admin, &ns, &names).await;
-    let sentinel = start_sentinel(&ns).await;
+    let sentinel =
+        crate::operator::running::start_sentinel(&ns, &["--debounce", "1s", "--jitter", "0s"])
+            .await;
     drift(&admin, &ns, &names).await;
     let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
     let event = eventually(WAIT, "the sentinel's TriggerFailed Event", || async {

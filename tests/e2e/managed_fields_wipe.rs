@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::{
     operator::running,
-    support::{Program, apply_component_manifests, control_plane, eventually, metric_sample},
+    support::{control_plane, eventually, metric_sample},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -29,28 +29,6 @@ async fn fast_path_errors(port: u16) -> u64 {
         "kube_sentinel_operator_reconciles_total{path=\"fast\",result=\"error\"}",
     )
     .await
-}
-
-/// Starts the sentinel in `ns` under its own ServiceAccount and waits until it is ready.
-async fn start_sentinel(ns: &str) -> Program {
-    let cp = control_plane();
-    apply_component_manifests(&cp.admin().await, "sentinel", ns).await;
-    let kubeconfig = cp.service_account_kubeconfig_file(ns, "sentinel").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let addr = format!("127.0.0.1:{port}");
-    let sentinel = Program::spawn(
-        "sentinel",
-        &["sentinel", "--namespace", ns, "--metrics-addr", &addr],
-        &kubeconfig,
-    );
-    eventually(Duration::from_secs(30), "sentinel /readyz", || async {
-        (running::http_get(port, "/readyz").await.as_deref() == Some("ok")).then_some(())
-    })
-    .await;
-    sentinel
 }
 
 /// The entries of `manager` (any operation) outside subresources.
@@ -78,7 +56,7 @@ async fn a_revert_after_a_managed_fields_wipe_restores_ownership_in_one_pass() {
     let ns = cp.namespace("mf-wipe").await;
     let op = running::start_operator(&ns, &[]).await;
     let _kubelet = running::Kubelet::start(admin.clone(), &ns);
-    let sentinel = start_sentinel(&ns).await;
+    let sentinel = running::start_sentinel(&ns, &[]).await;
     running::create(&admin, &ns, &running::cluster("db", json!({}))).await;
     running::wait_ready(&admin, &ns, "db").await;
     running::settle(op.port).await;

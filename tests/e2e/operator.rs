@@ -221,6 +221,24 @@ pub(crate) mod running {
         op
     }
 
+    /// Starts the sentinel for `ns` as its ServiceAccount (its manifests applied), with
+    /// `extra` flags, and waits until it is ready.
+    pub async fn start_sentinel(ns: &str, extra: &[&str]) -> Program {
+        let cp = control_plane();
+        support::apply_component_manifests(&cp.admin().await, "sentinel", ns).await;
+        let kubeconfig = cp.service_account_kubeconfig_file(ns, "sentinel").await;
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut args = vec!["sentinel", "--namespace", ns, "--metrics-addr", &addr];
+        args.extend_from_slice(extra);
+        let sentinel = Program::spawn("sentinel", &args, &kubeconfig);
+        eventually(WAIT, "sentinel /readyz", || async {
+            (http_get(port, "/readyz").await.as_deref() == Some("ok")).then_some(())
+        })
+        .await;
+        sentinel
+    }
+
     /// The body of `GET path` on the operator's metrics port, trimmed, if it answers 200.
     pub use crate::support::http_ok_body as http_get;
 
