@@ -371,7 +371,9 @@ fn apiserver_args(dir: PathBuf, server: &str, ports: &Ports, files: &PkiFiles) -
             "--service-account-signing-key-file={}",
             files.sa_key.display()
         ),
-        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        // Room for thousands of Services (the bench's churn creates 2,000 at a time; a /24
+        // runs out at 253).
+        "--service-cluster-ip-range=10.0.0.0/16".into(),
         "--allow-privileged=true".into(),
         "--profiling=false".into(),
     ]
