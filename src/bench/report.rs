@@ -167,6 +167,10 @@ fn steady_json(s: &SteadyResult, reference: Option<&LatencySummary>) -> Value {
         "skipped_ticks": s.skipped,
         "watch_errors": s.watch_errors,
         "latency_ms": percentiles(&summary),
+        "by_kind": s.by_kind.iter().map(|(kind, recorder)| json!({
+            "kind": kind.to_string(),
+            "latency_ms": percentiles(&recorder.snapshot().summary()),
+        })).collect::<Vec<_>>(),
         "breakdown": (s.breakdown.measured > 0).then(|| json!({
             "measured": s.breakdown.measured,
             "unmatched": s.breakdown.unmatched,

@@ -113,6 +113,16 @@ fn a_short_bench_measures_every_variant_and_loses_no_drift() {
             "{name}: every drift reverted: {steady:#}"
         );
         assert_eq!(steady["lost"], 0, "{name}: {steady:#}");
+        let per_kind: u64 = steady["by_kind"]
+            .as_array()
+            .expect("by_kind")
+            .iter()
+            .map(|k| k["latency_ms"]["count"].as_u64().expect("a count"))
+            .sum();
+        assert_eq!(
+            per_kind, injected,
+            "{name}: every revert in its kind: {steady:#}"
+        );
         assert_eq!(steady["write_errors"], 0, "{name}: {steady:#}");
         let p50 = steady["latency_ms"]["p50"].as_f64().expect("p50");
         let max = steady["latency_ms"]["max"].as_f64().expect("max");
