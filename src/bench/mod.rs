@@ -127,17 +127,7 @@ async fn measure(
     start_programs(plane, options, variant, &variant_logs, programs).await?;
     fleet.wait_settled(programs, SETTLE).await?;
     println!("{variant}: programs ready, fleet settled");
-    let mut report = VariantReport {
-        variant,
-        steady: None,
-        repeated: None,
-        storm: None,
-        backlog: None,
-        churn: None,
-        scale: None,
-        programs: Vec::new(),
-        operator_latency: None,
-    };
+    let mut report = VariantReport::new(variant);
     let sentinel_flags = options.sentinel_flags(variant);
     let launch = scale::SentinelLaunch {
         plane,

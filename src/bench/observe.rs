@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use futures::{Stream, StreamExt, stream};
+use futures::{Stream, StreamExt, stream, stream::BoxStream};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Secret, Service},
@@ -36,61 +36,50 @@ pub(crate) enum Seen {
 
 /// The watches of `namespace`, merged.
 pub(crate) fn watch_fleet(client: &Client, namespace: &str) -> impl Stream<Item = Seen> + use<> {
-    let config = watcher::Config::default;
-    let sets = watcher(
-        Api::<StatefulSet>::namespaced(client.clone(), namespace),
-        config(),
-    )
-    .default_backoff()
-    .map(|e| match e {
-        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some(Seen::Set(Box::new(o))),
-        Ok(_) => None,
-        Err(_) => Some(Seen::Error),
-    });
-    let services = watcher(
-        Api::<Service>::namespaced(client.clone(), namespace),
-        config(),
-    )
-    .default_backoff()
-    .map(|e| match e {
-        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-            Some(Seen::Service(Box::new(o)))
-        }
-        Ok(watcher::Event::Delete(o)) => Some(Seen::ServiceGone(o.name_any())),
-        Ok(_) => None,
-        Err(_) => Some(Seen::Error),
-    });
-    let config_maps = watcher(
-        Api::<ConfigMap>::namespaced(client.clone(), namespace),
-        config(),
-    )
-    .default_backoff()
-    .map(|e| match e {
-        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-            Some(Seen::ConfigMap(Box::new(o)))
-        }
-        Ok(_) => None,
-        Err(_) => Some(Seen::Error),
-    });
-    let secrets = watcher(
-        Api::<Secret>::namespaced(client.clone(), namespace),
-        config(),
-    )
-    .default_backoff()
-    .map(|e| match e {
-        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-            Some(Seen::Secret(Box::new(o)))
-        }
-        Ok(_) => None,
-        Err(_) => Some(Seen::Error),
-    });
     stream::select_all([
-        sets.boxed(),
-        services.boxed(),
-        config_maps.boxed(),
-        secrets.boxed(),
+        watch_kind(
+            Api::namespaced(client.clone(), namespace),
+            |o| Seen::Set(Box::new(o)),
+            None,
+        ),
+        watch_kind(
+            Api::namespaced(client.clone(), namespace),
+            |o| Seen::Service(Box::new(o)),
+            Some(|o: Service| Seen::ServiceGone(o.name_any())),
+        ),
+        watch_kind(
+            Api::namespaced(client.clone(), namespace),
+            |o| Seen::ConfigMap(Box::new(o)),
+            None,
+        ),
+        watch_kind(
+            Api::namespaced(client.clone(), namespace),
+            |o| Seen::Secret(Box::new(o)),
+            None,
+        ),
     ])
     .filter_map(std::future::ready)
+}
+
+/// One kind's watch: an object as it is now through `seen`, a deletion through `gone` (if
+/// the generator cares), a failed watch as [`Seen::Error`].
+fn watch_kind<K>(
+    api: Api<K>,
+    seen: fn(K) -> Seen,
+    gone: Option<fn(K) -> Seen>,
+) -> BoxStream<'static, Option<Seen>>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(move |e| match e {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some(seen(o)),
+            Ok(watcher::Event::Delete(o)) => gone.map(|gone| gone(o)),
+            Ok(_) => None,
+            Err(_) => Some(Seen::Error),
+        })
+        .boxed()
 }
 
 /// The objects as the watches last showed them, by name.

@@ -169,19 +169,13 @@ mod tests {
             latency.record(Duration::from_millis(base_ms + i * 3));
         }
         VariantReport {
-            variant,
             steady: Some(SteadyResult::with_latency(latency)),
             repeated: Some(
                 (0..10)
                     .map(|i| Duration::from_millis(base_ms + i))
                     .collect(),
             ),
-            storm: None,
-            backlog: None,
-            churn: None,
-            scale: None,
-            programs: Vec::new(),
-            operator_latency: None,
+            ..VariantReport::new(variant)
         }
     }
 

@@ -86,6 +86,23 @@ pub(crate) struct VariantReport {
     pub operator_latency: Option<String>,
 }
 
+impl VariantReport {
+    /// Nothing measured yet for `variant`.
+    pub(crate) fn new(variant: Variant) -> Self {
+        Self {
+            variant,
+            steady: None,
+            backlog: None,
+            repeated: None,
+            storm: None,
+            churn: None,
+            scale: None,
+            programs: Vec::new(),
+            operator_latency: None,
+        }
+    }
+}
+
 /// The JSON summary of every variant, with each baseline's steady p50 and p99 as a ratio to
 /// ours in trailing mode (the default).
 pub(crate) fn summary(options: &BenchOptions, reports: &[VariantReport]) -> Value {
