@@ -31,8 +31,12 @@ pub struct OperatorArgs {
     )]
     pub metrics_addr: SocketAddr,
     /// Reconciles run at once (never two on one resource).
-    #[arg(long, env = "KUBE_SENTINEL_WORKERS", default_value_t = 4)]
+    #[arg(long, env = "KUBE_SENTINEL_WORKERS", default_value_t = 8)]
     pub workers: usize,
+    /// Of `--workers`, how many full reconciles may never take: a trigger's revert starts at
+    /// once however long the full reconciles in flight take. Less than `--workers`.
+    #[arg(long, env = "KUBE_SENTINEL_FAST_WORKERS", default_value_t = 2)]
+    pub fast_workers: usize,
     /// Full reconcile of every resource this often, whatever happened.
     #[arg(long, env = "KUBE_SENTINEL_RESYNC", default_value = "10h", value_parser = parse_duration)]
     pub resync: Duration,
@@ -69,6 +73,11 @@ impl OperatorArgs {
     pub fn validate(&self) -> Result<()> {
         self.common.validate()?;
         ensure!(self.workers > 0, "--workers must be at least 1");
+        ensure!(
+            self.fast_workers < self.workers,
+            "--fast-workers must be less than --workers ({}), so that full reconciles still run",
+            self.workers
+        );
         ensure!(self.fast_burst > 0, "--fast-burst must be at least 1");
         let second = Duration::from_secs(1);
         check_duration("--resync", self.resync, second..=LONGEST)?;

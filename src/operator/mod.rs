@@ -12,7 +12,8 @@
 //!                         reconcile::Context::reconcile: fast path or full path
 //! ```
 //!
-//! Bounded workers, never two on one resource, fast lane first (within `--fast-burst`); errors
+//! Bounded workers (`--fast-workers` of them never taken by full reconciles), never two on one
+//! resource, fast lane first (within `--fast-burst`); errors
 //! are retried with per-key backoff on the lane they came from. [`run`] wires, in order: the
 //! telemetry server (`/healthz`, `/readyz`, `/metrics`, `/debug/latency`), leader election,
 //! the [`worker`] on the [`TwoLaneQueue`]'s runner, the [`inputs`] (fed through the
@@ -89,7 +90,14 @@ pub async fn run(
         let worker = worker.clone();
         move |claim| worker.work(claim)
     };
-    let runner = run_two_lanes(lanes.fast, lanes.normal, queue, args.workers, work);
+    // The single lane is the baseline without a fast lane: nothing kept for one.
+    let reserved = if args.single_lane {
+        0
+    } else {
+        args.fast_workers
+    };
+    let runner = run_two_lanes(lanes.fast, lanes.normal, queue, args.workers, work)
+        .reserve_for_fast(reserved);
     tokio::pin!(runner);
     let reports = Reports {
         hints,

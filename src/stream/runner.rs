@@ -78,6 +78,10 @@ pub struct TwoLaneRunner<K, Fa, No, W, Fut> {
     normal: Fuse<No>,
     queue: TwoLaneQueue<K>,
     max_concurrent: usize,
+    /// Normal-lane works allowed at once: `max_concurrent` less the workers kept for the fast
+    /// lane.
+    normal_limit: usize,
+    normal_in_flight: usize,
     work: W,
     #[pin]
     in_flight: FuturesUnordered<Work<K, Fut>>,
@@ -127,6 +131,8 @@ where
         normal: normal.fuse(),
         queue,
         max_concurrent: max_concurrent.max(1),
+        normal_limit: max_concurrent.max(1),
+        normal_in_flight: 0,
         work,
         in_flight: FuturesUnordered::new(),
     }
@@ -136,6 +142,30 @@ impl<K, Fa, No, W, Fut> TwoLaneRunner<K, Fa, No, W, Fut>
 where
     K: Clone + Hash + Eq,
 {
+    /// Keeps `workers` of the `max_concurrent` for the fast lane: normal-lane work never
+    /// takes more than the rest, so a fast key starts at once however long the normal lane's
+    /// works take. At least one worker is left to the normal lane; fast keys may use all.
+    ///
+    /// ```
+    /// use futures::stream;
+    /// use kube_sentinel::stream::{LanesConfig, Next, TwoLaneQueue, run_two_lanes};
+    ///
+    /// // Four workers; full reconciles (normal lane) use at most three of them.
+    /// let runner = run_two_lanes(
+    ///     stream::iter(["revert"]),
+    ///     stream::iter(["full-1", "full-2"]),
+    ///     TwoLaneQueue::new(LanesConfig::default()),
+    ///     4,
+    ///     |_claim| async { Ok::<_, std::convert::Infallible>(Next::Done) },
+    /// )
+    /// .reserve_for_fast(1);
+    /// # drop(runner);
+    /// ```
+    pub fn reserve_for_fast(mut self, workers: usize) -> Self {
+        self.normal_limit = self.max_concurrent - workers.min(self.max_concurrent - 1);
+        self
+    }
+
     /// The queue, for its [`stats`](TwoLaneQueue::stats) or to push keys directly.
     pub fn queue_mut(self: Pin<&mut Self>) -> &mut TwoLaneQueue<K> {
         self.project().queue
@@ -162,9 +192,17 @@ where
             this.queue.push(key, Lane::Normal);
         }
         while this.in_flight.len() < *this.max_concurrent {
-            let Poll::Ready(claim) = this.queue.poll_claim(cx) else {
+            let lowest = if *this.normal_in_flight < *this.normal_limit {
+                Lane::Normal
+            } else {
+                Lane::Fast
+            };
+            let Poll::Ready(claim) = this.queue.poll_claim_at_least(cx, lowest) else {
                 break;
             };
+            if claim.lane == Lane::Normal {
+                *this.normal_in_flight += 1;
+            }
             let work = Work {
                 key: Some(claim.key.clone()),
                 lane: claim.lane,
@@ -174,6 +212,9 @@ where
         }
         match this.in_flight.as_mut().poll_next(cx) {
             Poll::Ready(Some((key, lane, result))) => {
+                if lane == Lane::Normal {
+                    *this.normal_in_flight -= 1;
+                }
                 match &result {
                     Ok(Next::Done) => this.queue.complete(&key),
                     Ok(Next::Requeue(next)) => {
@@ -271,6 +312,88 @@ mod tests {
             .collect();
         assert_eq!(starts, vec![1, 2, 10, 11, 3, 4]);
         assert_eq!(order.len(), 6);
+    }
+
+    /// Slow normal work: each normal key takes 10 s, a fast key 10 ms (paused clock); logs
+    /// each start with its instant.
+    fn slow_normal(log: Rc<RefCell<Vec<(u32, Duration)>>>) -> impl FnMut(Claim<u32>) -> BoxedWork {
+        let t0 = Instant::now();
+        move |claim| {
+            log.borrow_mut().push((claim.key, t0.elapsed()));
+            let took = match claim.lane {
+                Lane::Normal => Duration::from_secs(10),
+                Lane::Fast => Duration::from_millis(10),
+            };
+            Box::pin(async move {
+                tokio::time::sleep(took).await;
+                Ok(Next::Done)
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reserved_worker_starts_a_fast_key_at_once_behind_a_normal_backlog() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (fast_tx, fast_rx) = mpsc::unbounded::<u32>();
+        let runner = run_two_lanes(
+            fast_rx,
+            futures::stream::iter(1..=3),
+            TwoLaneQueue::new(LanesConfig::default()),
+            2,
+            slow_normal(log.clone()),
+        )
+        .reserve_for_fast(1);
+        futures::pin_mut!(runner);
+        assert!(poll!(runner.next()).is_pending());
+        assert_eq!(
+            *log.borrow(),
+            vec![(1, Duration::ZERO)],
+            "one normal worker"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fast_tx.unbounded_send(10).expect("send");
+        drop(fast_tx);
+        let done: Vec<_> = runner.map(|(k, lane, _)| (k, lane)).collect().await;
+        assert_eq!(done[0], (10, Lane::Fast), "the fast key did not wait");
+        let starts = log.borrow().clone();
+        assert_eq!(
+            starts,
+            vec![
+                (1, Duration::ZERO),
+                (10, Duration::from_secs(1)),
+                (2, Duration::from_secs(10)),
+                (3, Duration::from_secs(20)),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_keys_may_use_every_worker_and_a_reservation_of_all_is_refused() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let runner = run_two_lanes(
+            futures::stream::iter([10, 11, 12]),
+            futures::stream::iter([1]),
+            TwoLaneQueue::new(LanesConfig::default()),
+            3,
+            slow_normal(log.clone()),
+        )
+        // Reserving every worker would starve the normal lane: one is always left to it.
+        .reserve_for_fast(7);
+        let mut done: Vec<_> = runner.map(|(k, _, _)| k).collect().await;
+        assert_eq!(done.pop(), Some(1), "the normal key last");
+        done.sort_unstable();
+        assert_eq!(done, vec![10, 11, 12]);
+        let at_once: Vec<_> = log
+            .borrow()
+            .iter()
+            .filter(|s| s.1.is_zero())
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(
+            at_once,
+            vec![10, 11, 12],
+            "three fast keys on three workers"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -93,6 +93,11 @@ fn every_bad_flag_exits_at_once_with_one_line_and_no_api_call() {
         ),
         ("operator", &["--resync", "100000000h"], "--resync"),
         ("operator", &["--workers", "0"], "--workers"),
+        (
+            "operator",
+            &["--workers", "2", "--fast-workers", "2"],
+            "--fast-workers",
+        ),
         ("operator", &["--fast-burst", "0"], "--fast-burst"),
         (
             "operator",
@@ -157,6 +162,8 @@ fn every_bad_flag_exits_at_once_with_one_line_and_no_api_call() {
             "127.0.0.1:0",
             "--workers",
             "1",
+            "--fast-workers",
+            "0",
         ],
         &kubeconfig_for(&format!("https://127.0.0.1:{port}")),
     );

@@ -957,7 +957,7 @@ pub(crate) mod running {
             })
             .await;
         create(&client, &ns, &cluster("target", json!({"tls": null}))).await;
-        let _op = start_operator(&ns, &["--workers", "1"]).await;
+        let _op = start_operator(&ns, &["--workers", "1", "--fast-workers", "0"]).await;
         let reconciled = || async {
             api.list(&ListParams::default())
                 .await

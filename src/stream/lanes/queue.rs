@@ -267,21 +267,42 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
     /// Hands out the next key if one is pending now (due delayed keys included), without
     /// registering for a wake-up.
     pub fn try_claim(&mut self) -> Option<Claim<K>> {
+        self.try_claim_at_least(Lane::Normal)
+    }
+
+    /// [`try_claim`](Self::try_claim) from `lowest` or a higher lane only: with
+    /// `Lane::Fast`, normal keys stay pending (for a worker kept for the fast lane).
+    ///
+    /// ```
+    /// use kube_sentinel::stream::{Lane, LanesConfig, TwoLaneQueue};
+    /// let mut queue = TwoLaneQueue::new(LanesConfig::default());
+    /// queue.push("full-reconcile", Lane::Normal);
+    /// assert!(queue.try_claim_at_least(Lane::Fast).is_none());
+    /// queue.push("revert", Lane::Fast);
+    /// assert_eq!(queue.try_claim_at_least(Lane::Fast).map(|c| c.key), Some("revert"));
+    /// ```
+    pub fn try_claim_at_least(&mut self, lowest: Lane) -> Option<Claim<K>> {
         if !self.delayed.is_empty() {
             self.release_due(Instant::now());
         }
-        self.claim_pending()
+        self.claim_pending(lowest)
     }
 
     /// Hands out the next key, or registers `cx` to be woken when the earliest delayed key is
     /// due. Never ends: when nothing is pending or delayed it returns `Pending` without a
     /// wake-up (a push comes from the owner of the queue, who polls again).
     pub fn poll_claim(&mut self, cx: &mut Context<'_>) -> Poll<Claim<K>> {
+        self.poll_claim_at_least(cx, Lane::Normal)
+    }
+
+    /// [`poll_claim`](Self::poll_claim) from `lowest` or a higher lane only (see
+    /// [`try_claim_at_least`](Self::try_claim_at_least)).
+    pub fn poll_claim_at_least(&mut self, cx: &mut Context<'_>, lowest: Lane) -> Poll<Claim<K>> {
         loop {
             if !self.delayed.is_empty() {
                 self.release_due(Instant::now());
             }
-            if let Some(claim) = self.claim_pending() {
+            if let Some(claim) = self.claim_pending(lowest) {
                 return Poll::Ready(claim);
             }
             if self.delayed.poll_earliest(cx).is_pending() {
@@ -368,9 +389,11 @@ impl<K: Clone + Hash + Eq> TwoLaneQueue<K> {
         self.report_depth(lane);
     }
 
-    fn claim_pending(&mut self) -> Option<Claim<K>> {
+    /// The next pending key of `lowest` or a higher lane. Fast claims made while normal keys
+    /// may not be served leave the fairness streak alone: those keys are not passed over.
+    fn claim_pending(&mut self, lowest: Lane) -> Option<Claim<K>> {
         let fast_waiting = self.depth[Lane::Fast.index()] > 0;
-        let normal_waiting = self.depth[Lane::Normal.index()] > 0;
+        let normal_waiting = lowest == Lane::Normal && self.depth[Lane::Normal.index()] > 0;
         let lane = match (fast_waiting, normal_waiting) {
             (false, false) => return None,
             (true, false) => {

@@ -89,6 +89,23 @@ fn fairness_bound_lets_one_normal_key_through() {
     );
 }
 
+#[test]
+fn a_claim_of_the_fast_lane_only_leaves_normal_keys_pending_and_the_streak_alone() {
+    let mut q = queue(1);
+    q.push(1, Lane::Normal);
+    q.push(2, Lane::Fast);
+    q.push(3, Lane::Fast);
+    let fast_only = |q: &mut TwoLaneQueue<u32>| q.try_claim_at_least(Lane::Fast).map(|c| c.key);
+    assert_eq!(fast_only(&mut q), Some(2));
+    assert_eq!(fast_only(&mut q), Some(3));
+    assert_eq!(fast_only(&mut q), None, "the normal key is not handed out");
+    assert_eq!(q.stats().normal, 1);
+    // Fast claims made while normal keys could not be served do not count against them.
+    q.push(4, Lane::Fast);
+    assert_eq!(claim(&mut q), Some((4, Lane::Fast)));
+    assert_eq!(claim(&mut q), Some((1, Lane::Normal)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn schedule_fires_at_its_instant_with_one_timer() {
     let mut q = queue(8);
