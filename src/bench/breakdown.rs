@@ -1,6 +1,7 @@
 //! Where a drift→revert's time goes, from the timestamps the programs write on the custom
-//! resource (`detectedAt`, `triggeredAt`, `lastHandledAt`) and the load generator's own two
-//! (its write returned, its watch saw the revert).
+//! resource (the sentinel's `detectedAt` and `triggeredAt`; the operator's `lastQueuedAt`,
+//! `lastStartedAt` and `lastRevertedAt`) and the load generator's own two (its write returned,
+//! its watch saw the revert): every millisecond of a revert falls in one stage.
 //!
 //! The status is read as JSON, so that whole-second and fractional timestamps both parse.
 
@@ -13,18 +14,22 @@ use serde_json::Value;
 
 use crate::telemetry::LatencyRecorder;
 
-/// The stages of one revert, in order.
-pub(crate) const STAGES: [&str; 4] = [
+/// The stages of one revert, in order: the sentinel's watch, its window (with jitter), the
+/// trigger's write and delivery to the operator, the operator's queue, its revert (written and
+/// read back), the generator's watch.
+pub(crate) const STAGES: [&str; 6] = [
     "write_to_detected",
     "detected_to_triggered",
-    "triggered_to_handled",
-    "handled_to_seen",
+    "triggered_to_queued",
+    "queued_to_started",
+    "started_to_reverted",
+    "reverted_to_seen",
 ];
 
 /// Per-stage histograms over many reverts; a stage that came out negative (clocks read
 /// around one instant in different processes) counts as zero and is counted.
 pub(crate) struct Breakdown {
-    stages: [LatencyRecorder; 4],
+    stages: [LatencyRecorder; STAGES.len()],
     /// Reverts whose timestamps could be read.
     pub measured: u64,
     /// Reverts without a handled trigger newer than their drift.
@@ -99,9 +104,10 @@ pub(crate) struct StageSummary {
     pub p99_ms: f64,
 }
 
-/// written, detectedAt, triggeredAt, lastHandledAt, seen — if the status has a handled
-/// trigger detected no earlier than a second before the write (so it is this drift's).
-fn instants(status: &Value, observed: Observed) -> Option<[SystemTime; 5]> {
+/// written, detectedAt, triggeredAt, lastQueuedAt, lastStartedAt, lastRevertedAt, seen — if
+/// the status has a reverted trigger detected no earlier than a second before the write (so it
+/// is this drift's).
+fn instants(status: &Value, observed: Observed) -> Option<[SystemTime; STAGES.len() + 1]> {
     let sentinel = &status["sentinel"];
     let trigger = sentinel["triggerID"].as_str()?;
     (sentinel["lastHandledTriggerID"].as_str()? == trigger).then_some(())?;
@@ -118,7 +124,9 @@ fn instants(status: &Value, observed: Observed) -> Option<[SystemTime; 5]> {
         observed.written,
         detected,
         at("triggeredAt")?,
-        at("lastHandledAt")?,
+        at("lastQueuedAt")?,
+        at("lastStartedAt")?,
+        at("lastRevertedAt")?,
         observed.seen,
     ])
 }
@@ -166,7 +174,10 @@ mod tests {
             "triggerID": "t1", "lastHandledTriggerID": "t1",
             "detectedAt": "2026-12-02T10:00:00.050000Z",
             "triggeredAt": "2026-12-02T10:00:02.300000Z",
-            "lastHandledAt": "2026-12-02T10:00:02.400000Z",
+            "lastQueuedAt": "2026-12-02T10:00:02.310000Z",
+            "lastStartedAt": "2026-12-02T10:00:02.330000Z",
+            "lastRevertedAt": "2026-12-02T10:00:02.400000Z",
+            "lastHandledAt": "2026-12-02T10:00:02.410000Z",
         }});
         let mut breakdown = Breakdown::new();
         breakdown.record(
@@ -184,8 +195,10 @@ mod tests {
         let ms: Vec<f64> = breakdown.summary().iter().map(|s| s.p50_ms).collect();
         assert!((ms[0] - 10.0).abs() < 0.5, "{ms:?}");
         assert!((ms[1] - 2250.0).abs() < 5.0, "{ms:?}");
-        assert!((ms[2] - 100.0).abs() < 0.5, "{ms:?}");
-        assert_eq!(ms[3], 0.0, "{ms:?}");
+        assert!((ms[2] - 10.0).abs() < 0.5, "{ms:?}");
+        assert!((ms[3] - 20.0).abs() < 0.5, "{ms:?}");
+        assert!((ms[4] - 70.0).abs() < 0.5, "{ms:?}");
+        assert_eq!(ms[5], 0.0, "{ms:?}");
     }
 
     #[test]

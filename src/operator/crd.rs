@@ -332,6 +332,16 @@ pub struct SentinelStatus {
     /// When it was handled (microseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_at: Option<MicroTime>,
+    /// When the operator's watch queued it (microseconds): from `triggeredAt`, the trigger's
+    /// write and its delivery to the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_queued_at: Option<MicroTime>,
+    /// When a worker took it from the queue (microseconds): from `lastQueuedAt`, the queue wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started_at: Option<MicroTime>,
+    /// When its revert was written and read back (microseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reverted_at: Option<MicroTime>,
     /// What handling it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<Outcome>,

@@ -17,7 +17,7 @@ use std::{
 use futures::{Stream, StreamExt};
 
 use super::{
-    reconcile::{Context, Error, Requeue, SecretHint},
+    reconcile::{ClaimTimes, Context, Error, Requeue, SecretHint},
     secrets::SecretDrift,
 };
 use crate::{
@@ -87,7 +87,8 @@ impl Worker {
             worker.in_flight.fetch_add(1, Ordering::Relaxed);
             let waited = claim.enqueued_at.elapsed();
             let started = tokio::time::Instant::now();
-            let result = worker.ctx.reconcile(&claim.key, hint).await;
+            let times = ClaimTimes::since_queued(waited);
+            let result = worker.ctx.reconcile(&claim.key, hint, times).await;
             worker.in_flight.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(resource = %claim.key, lane = %claim.lane, attempt = claim.attempt, ?waited, took = ?started.elapsed(), path = ?result.as_ref().map(|h| h.path).ok(), "reconciled");
             result.map(|handled| match handled.requeue {

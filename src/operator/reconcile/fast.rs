@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 
 use super::{
-    Context, Error, Requeue, SecretHint, conditions,
+    ClaimTimes, Context, Error, Requeue, SecretHint, conditions,
     events::{MAX_LAST_ERROR, describe, truncate},
     now, since,
 };
@@ -25,6 +25,16 @@ use crate::{
     },
     watch::NamespacedName,
 };
+
+/// What an acknowledgement says besides the trigger's ID.
+struct Acknowledgement<'a> {
+    outcome: Outcome,
+    reverted: &'a [OwnedObject],
+    certificate: Option<CertificateStatus>,
+    /// When the trigger was queued and taken, and when its revert was read back: written as
+    /// `lastQueuedAt`, `lastStartedAt`, `lastRevertedAt`; `None` clears them.
+    stages: Option<(ClaimTimes, Timestamp)>,
+}
 
 /// Failed tries of one trigger's fast path before it is acknowledged `failed` and left to the
 /// full path: enough to ride out a conflict or a blip (the work queue's backoff between them),
@@ -65,7 +75,7 @@ impl TriggerFailures {
 impl Context {
     /// The fast path; see the module docs. The [`FAST_PATH_ATTEMPTS`]th failure of the same
     /// trigger acknowledges it as failed instead of retrying.
-    pub async fn fast(&self, cr: &StatefulCluster) -> Result<Requeue, Error> {
+    pub async fn fast(&self, cr: &StatefulCluster, times: ClaimTimes) -> Result<Requeue, Error> {
         let names = Names::of(cr)?;
         let Some(trigger_id) = cr.pending_trigger().map(str::to_string) else {
             return Ok(Requeue::Now);
@@ -82,7 +92,10 @@ impl Context {
                 .await;
         }
         let key = NamespacedName::new(&names.namespace, &names.name);
-        let error = match self.handle(cr, &names, &trigger_id, &sentinel, named).await {
+        let error = match self
+            .handle(cr, &names, &trigger_id, &sentinel, named, times)
+            .await
+        {
             Ok(requeue) => {
                 self.trigger_failures.forget(&key);
                 return Ok(requeue);
@@ -106,6 +119,7 @@ impl Context {
         trigger_id: &str,
         sentinel: &SentinelStatus,
         named: Vec<OwnedObject>,
+        times: ClaimTimes,
     ) -> Result<Requeue, Error> {
         let only = targets(&sentinel.trigger, named);
         let (changes, certificate) = self.revert(cr, names, &only).await?;
@@ -130,8 +144,13 @@ impl Context {
             })
             .collect();
         self.metrics.reverted.inc_by(refs.len() as u64);
-        self.acknowledge(cr, names, trigger_id, outcome, &refs, certificate)
-            .await?;
+        let ack = Acknowledgement {
+            outcome,
+            reverted: &refs,
+            certificate,
+            stages: Some((times, verified_at)),
+        };
+        self.acknowledge(cr, names, trigger_id, ack).await?;
         let detail = describe(&reverted);
         let latency = since(sentinel.trigger.detected_at.as_ref(), verified_at);
         tracing::info!(resource = %resource, trigger = %trigger_id, ?outcome, reverted = %detail, detection_to_revert = ?latency, "trigger handled");
@@ -171,6 +190,9 @@ impl Context {
                 "lastOutcome": Outcome::Failed,
                 "lastError": message,
                 "revertedObjects": Value::Null,
+                "lastQueuedAt": Value::Null,
+                "lastStartedAt": Value::Null,
+                "lastRevertedAt": Value::Null,
             },
             "conditions": conditions,
         });
@@ -196,8 +218,13 @@ impl Context {
         trigger_id: &str,
         named: &[OwnedObject],
     ) -> Result<Requeue, Error> {
-        self.acknowledge(cr, names, trigger_id, Outcome::Noop, &[], None)
-            .await?;
+        let ack = Acknowledgement {
+            outcome: Outcome::Noop,
+            reverted: &[],
+            certificate: None,
+            stages: None,
+        };
+        self.acknowledge(cr, names, trigger_id, ack).await?;
         let objects = named
             .iter()
             .map(|o| format!("{} {}", o.kind, o.name))
@@ -368,16 +395,21 @@ impl Context {
         cr: &StatefulCluster,
         names: &Names,
         trigger_id: &str,
-        outcome: Outcome,
-        reverted: &[OwnedObject],
-        certificate: Option<CertificateStatus>,
+        ack: Acknowledgement<'_>,
     ) -> Result<(), Error> {
+        let Acknowledgement {
+            outcome,
+            reverted,
+            certificate,
+            stages,
+        } = ack;
         let previous = cr
             .status
             .as_ref()
             .and_then(|s| s.sentinel.as_ref())
             .map(|s| s.corrections)
             .unwrap_or(0);
+        let at = |t: Option<Timestamp>| t.map_or(Value::Null, |t| json!(MicroTime(t)));
         let mut status = json!({"sentinel": {
             "lastHandledTriggerID": trigger_id,
             "lastHandledAt": MicroTime(now()),
@@ -385,6 +417,9 @@ impl Context {
             "lastError": Value::Null,
             "revertedObjects": if reverted.is_empty() { Value::Null } else { json!(reverted) },
             "corrections": previous + reverted.len() as u64,
+            "lastQueuedAt": at(stages.map(|(times, _)| times.queued_at)),
+            "lastStartedAt": at(stages.map(|(times, _)| times.started_at)),
+            "lastRevertedAt": at(stages.map(|(_, reverted_at)| reverted_at)),
         }});
         if let Some(certificate) = certificate {
             status["certificate"] = json!(certificate);

@@ -103,6 +103,31 @@ pub struct SecretHint {
     pub first_seen: tokio::time::Instant,
 }
 
+/// When a claim's work was queued and began (wall clock), written with a trigger's
+/// acknowledgement so that its time can be split by stage.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimTimes {
+    /// The key became pending.
+    pub queued_at: jiff::Timestamp,
+    /// A worker took it.
+    pub started_at: jiff::Timestamp,
+}
+
+impl ClaimTimes {
+    /// `queued` instants ago, and now.
+    pub fn since_queued(queued: Duration) -> Self {
+        let started_at = now();
+        let queued_at = jiff::SignedDuration::try_from(queued)
+            .ok()
+            .and_then(|d| started_at.checked_sub(d).ok())
+            .unwrap_or(started_at);
+        Self {
+            queued_at,
+            started_at,
+        }
+    }
+}
+
 /// Everything a reconcile needs; cheap to share by reference across workers.
 pub struct Context {
     client: Client,
@@ -166,6 +191,7 @@ impl Context {
         &self,
         key: &NamespacedName,
         secrets: Option<SecretHint>,
+        times: ClaimTimes,
     ) -> Result<Handled, Error> {
         // An undecodable resource reads as absent (and is reported): skipped, not retried.
         let Some(cr) = self
@@ -189,7 +215,7 @@ impl Context {
             });
         }
         let (path, result) = match (cr.pending_trigger(), secrets) {
-            (Some(_), _) => (ReconcilePath::Fast, self.fast(&cr).await),
+            (Some(_), _) => (ReconcilePath::Fast, self.fast(&cr, times).await),
             (None, Some(hint)) => (ReconcilePath::Fast, self.repair_secrets(&cr, hint).await),
             (None, None) => (ReconcilePath::Full, self.full(&cr).await),
         };
