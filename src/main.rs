@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use kube_sentinel::{
-    bench::{Baseline, BenchOptions, Scenario},
+    bench::{Baseline, BenchOptions, Scenario, Target},
     cli::parse_duration,
     demo::DriftKind,
     sentinel::ModeArg,
@@ -97,6 +97,11 @@ struct BenchArgs {
     /// Directory with the control-plane binaries (default: build them).
     #[arg(long, env = "KUBE_SENTINEL_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// Run on the cluster of this kubeconfig (its current context, with rights to install
+    /// the CRD and RBAC) instead of a local control plane. It must run no kube-sentinel and
+    /// hold no StatefulCluster of its own: the bench's programs watch every namespace.
+    #[arg(long, conflicts_with = "bin_dir")]
+    kubeconfig: Option<PathBuf>,
     /// StatefulClusters under load.
     #[arg(long, default_value_t = 10)]
     resources: usize,
@@ -230,7 +235,10 @@ async fn demo(args: DemoArgs, exit_on_stdin_eof: bool) -> Result<()> {
 }
 
 async fn bench(args: BenchArgs, exit_on_stdin_eof: bool) -> Result<()> {
-    let config = control_plane_config(args.bin_dir, true)?;
+    let target = match args.kubeconfig {
+        Some(path) => Target::Cluster(path),
+        None => Target::Local(control_plane_config(args.bin_dir, true)?),
+    };
     let options = BenchOptions {
         resources: args.resources,
         rate: args.rate,
@@ -250,7 +258,7 @@ async fn bench(args: BenchArgs, exit_on_stdin_eof: bool) -> Result<()> {
         out_dir: args.out_dir,
         summary_json: args.summary_json,
     };
-    kube_sentinel::bench::run(config, options, wait_for_shutdown(exit_on_stdin_eof)).await
+    kube_sentinel::bench::run(target, options, wait_for_shutdown(exit_on_stdin_eof)).await
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or (if asked) end of standard input.

@@ -79,7 +79,7 @@ impl Fleet {
                 bail!(
                     "{} of {} StatefulClusters not Ready within {timeout:?}",
                     unsettled + missing,
-                    self.clusters.len()
+                    list.items.len().max(self.clusters.len())
                 );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,7 +1,8 @@
 //! `kube-sentinel bench`: drift→revert under synthetic drift load, ours beside baselines, on a
 //! local control plane.
 //!
-//! 1. Starts the local control plane and installs the system as the demo does (the CRD,
+//! 1. Starts the local control plane (or uses the cluster of `--kubeconfig`, see [`Target`])
+//!    and installs the system as the demo does (the CRD,
 //!    `deploy/operator` and `deploy/sentinel` without Deployments, and the operator's optional
 //!    owned-watch RBAC for baseline (b)).
 //! 2. Creates `--resources` StatefulClusters in namespace `bench`.
@@ -28,15 +29,17 @@ mod report;
 mod scale;
 mod scenarios;
 mod steady;
+mod target;
 
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context, Result, anyhow};
-use kube::Client;
+use kube::{Client, config::Kubeconfig};
 
 pub use fleet::BENCH_NAMESPACE;
 pub use options::{Baseline, BenchOptions, Scenario, Variant};
 use report::VariantReport;
+pub use target::Target;
 
 use crate::{
     demo::{
@@ -44,7 +47,7 @@ use crate::{
         programs::{ProgramKind, Programs},
     },
     manifests,
-    testenv::{ControlPlane, ControlPlaneConfig, PodReadiness},
+    testenv::{PodReadiness, client_from_kubeconfig},
 };
 
 /// The operator's optional RBAC for `--watch-owned` (baseline (b)).
@@ -52,24 +55,24 @@ const WATCH_OWNED_RBAC: &str = include_str!("../../deploy/operator/rbac-watch-ow
 /// Longest wait for the fleet to settle after programs start.
 const SETTLE: Duration = Duration::from_secs(180);
 
-/// Runs the benchmark until done or until `shutdown` resolves, then stops everything.
+/// Runs the benchmark on `target` until done or until `shutdown` resolves, then stops
+/// everything.
 pub async fn run(
-    config: ControlPlaneConfig,
+    target: Target,
     options: BenchOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     options.validate()?;
-    println!("starting the local control plane");
-    let plane = ControlPlane::start(config).await?;
+    let running = target.start().await?;
     let logs = tempfile::Builder::new()
         .prefix("kube-sentinel-bench-")
         .tempdir()
         .context("creating a directory for the programs' logs")?;
     let result = tokio::select! {
-        result = bench(&plane, &options, logs.path()) => result,
+        result = bench(&running, &options, logs.path()) => result,
         () = shutdown => Err(anyhow!("interrupted")),
     };
-    plane.stop().await;
+    running.stop().await;
     match result {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -80,13 +83,17 @@ pub async fn run(
 }
 
 /// Install, fleet, every variant, the figures.
-async fn bench(plane: &ControlPlane, options: &BenchOptions, logs: &Path) -> Result<()> {
-    let admin = plane.admin_client().await?;
+async fn bench(target: &target::Running, options: &BenchOptions, logs: &Path) -> Result<()> {
+    let admin = client_from_kubeconfig(target.admin.clone()).await?;
     install::install_system(&admin).await?;
     manifests::apply(&admin, WATCH_OWNED_RBAC, "kube-sentinel-bench", "default")
         .await
         .context("applying deploy/operator/rbac-watch-owned.yaml")?;
-    let _kubelet = PodReadiness::start(admin.clone(), BENCH_NAMESPACE);
+    // A cluster without nodes (the local control plane) runs no pod: they are marked ready
+    // by hand.
+    let _kubelet = target::has_no_nodes(&admin)
+        .await?
+        .then(|| PodReadiness::start(admin.clone(), BENCH_NAMESPACE));
     let fleet = fleet::Fleet::create(&admin, options.resources).await?;
     println!(
         "created {} StatefulClusters in namespace {BENCH_NAMESPACE}",
@@ -95,7 +102,12 @@ async fn bench(plane: &ControlPlane, options: &BenchOptions, logs: &Path) -> Res
     let mut reports = Vec::new();
     for variant in options.variants() {
         let mut programs = Programs::default();
-        let measured = measure(plane, &admin, &fleet, options, variant, logs, &mut programs).await;
+        let at = Where {
+            admin: &admin,
+            admin_kubeconfig: &target.admin,
+            fleet: &fleet,
+        };
+        let measured = measure(at, options, variant, logs, &mut programs).await;
         programs.stop().await;
         reports.push(measured.with_context(|| format!("variant {variant}"))?);
     }
@@ -114,9 +126,7 @@ async fn bench(plane: &ControlPlane, options: &BenchOptions, logs: &Path) -> Res
 
 /// One variant: its programs, its scenarios, its programs' costs.
 async fn measure(
-    plane: &ControlPlane,
-    admin: &Client,
-    fleet: &fleet::Fleet,
+    at: Where<'_>,
     options: &BenchOptions,
     variant: Variant,
     logs: &Path,
@@ -124,24 +134,20 @@ async fn measure(
 ) -> Result<VariantReport> {
     let variant_logs = logs.join(variant.to_string());
     std::fs::create_dir_all(&variant_logs).context("creating the variant's log directory")?;
-    start_programs(plane, options, variant, &variant_logs, programs).await?;
-    fleet.wait_settled(programs, SETTLE).await?;
+    start_programs(
+        at.admin_kubeconfig,
+        options,
+        variant,
+        &variant_logs,
+        programs,
+    )
+    .await?;
+    at.fleet.wait_settled(programs, SETTLE).await?;
     println!("{variant}: programs ready, fleet settled");
     let mut report = VariantReport::new(variant);
-    let sentinel_flags = options.sentinel_flags(variant);
-    let launch = scale::SentinelLaunch {
-        plane,
-        logs: &variant_logs,
-        flags: &sentinel_flags,
-    };
     for scenario in options.scenarios_of(variant) {
-        let at = Where {
-            admin,
-            fleet,
-            launch: &launch,
-        };
-        run_scenario(at, options, scenario, programs, &mut report).await?;
-        fleet.wait_settled(programs, SETTLE).await?;
+        run_scenario(&at, options, scenario, &variant_logs, programs, &mut report).await?;
+        at.fleet.wait_settled(programs, SETTLE).await?;
     }
     report.programs = programs
         .iter()
@@ -158,7 +164,7 @@ async fn measure(
 
 /// The operator, and the sentinel where the variant has one, with the variant's flags.
 async fn start_programs(
-    plane: &ControlPlane,
+    admin: &Kubeconfig,
     options: &BenchOptions,
     variant: Variant,
     logs: &Path,
@@ -166,12 +172,12 @@ async fn start_programs(
 ) -> Result<()> {
     let operator = options.operator_flags(variant);
     programs
-        .spawn(plane, logs, ProgramKind::Operator, &operator)
+        .spawn(admin, logs, ProgramKind::Operator, &operator)
         .await?;
     if variant.has_sentinel() {
         let sentinel = options.sentinel_flags(variant);
         programs
-            .spawn(plane, logs, ProgramKind::Sentinel, &sentinel)
+            .spawn(admin, logs, ProgramKind::Sentinel, &sentinel)
             .await?;
     }
     for program in programs.iter_mut() {
@@ -180,24 +186,23 @@ async fn start_programs(
     Ok(())
 }
 
-/// What a scenario runs against.
+/// What a variant runs against.
 struct Where<'a> {
     admin: &'a Client,
+    /// The same credentials as a kubeconfig, to ask for the programs' tokens.
+    admin_kubeconfig: &'a Kubeconfig,
     fleet: &'a fleet::Fleet,
-    launch: &'a scale::SentinelLaunch<'a>,
 }
 
 async fn run_scenario(
-    Where {
-        admin,
-        fleet,
-        launch,
-    }: Where<'_>,
+    at: &Where<'_>,
     options: &BenchOptions,
     scenario: Scenario,
+    logs: &Path,
     programs: &mut Programs,
     report: &mut VariantReport,
 ) -> Result<()> {
+    let Where { admin, fleet, .. } = *at;
     let variant = report.variant;
     println!("{variant}: {scenario:?} …");
     let first = fleet.clusters().first().context("the fleet is empty")?;
@@ -230,7 +235,12 @@ async fn run_scenario(
             report.churn = Some(churned.await?);
         }
         Scenario::Scale => {
-            let launch = scale::SentinelLaunch { ..*launch };
+            let sentinel_flags = options.sentinel_flags(variant);
+            let launch = scale::SentinelLaunch {
+                admin: at.admin_kubeconfig,
+                logs,
+                flags: &sentinel_flags,
+            };
             let run = report.variant.to_string();
             let scaled = scale::scale(admin, &options.scale_objects, &run, launch, programs);
             report.scale = Some(scaled.await?);

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::{
     Api, Client,
     api::{DeleteParams, PostParams},
+    config::Kubeconfig,
 };
 use serde_json::json;
 use tokio::time::Instant;
@@ -26,7 +27,6 @@ use crate::{
         report::counter,
     },
     manifests,
-    testenv::ControlPlane,
 };
 
 /// Namespace of the scale scenario's objects (one per run, with the variant's name after it:
@@ -68,8 +68,8 @@ pub(crate) struct ScaleLevel {
 
 /// Where the sentinel runs from, to restart it.
 pub(crate) struct SentinelLaunch<'a> {
-    /// The control plane.
-    pub plane: &'a ControlPlane,
+    /// The admin kubeconfig, to ask for the sentinel's token.
+    pub admin: &'a Kubeconfig,
     /// Its logs' directory.
     pub logs: &'a Path,
     /// Its flags.
@@ -146,7 +146,7 @@ async fn restart_sentinel(
     let started = Instant::now();
     programs
         .restart(
-            launch.plane,
+            launch.admin,
             launch.logs,
             ProgramKind::Sentinel,
             launch.flags,

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use kube::Client;
+use kube::{Client, config::Kubeconfig};
 use serde_json::json;
 
 use super::SYSTEM_NAMESPACE;
@@ -65,20 +65,16 @@ pub(crate) async fn install_system(admin: &Client) -> Result<()> {
 }
 
 /// Writes `<dir>/<name>.kubeconfig`, acting as ServiceAccount `account` of
-/// [`SYSTEM_NAMESPACE`] with a fresh TokenRequest token, and returns its path.
+/// [`SYSTEM_NAMESPACE`] with a fresh TokenRequest token asked for with `admin`, and returns its
+/// path.
 pub(crate) async fn service_account_kubeconfig(
-    plane: &testenv::ControlPlane,
+    admin: &Kubeconfig,
     account: &str,
     dir: &Path,
     name: &str,
 ) -> Result<PathBuf> {
-    let kubeconfig = testenv::service_account_kubeconfig(
-        plane.admin_kubeconfig(),
-        SYSTEM_NAMESPACE,
-        account,
-        TOKEN_TTL,
-    )
-    .await?;
+    let kubeconfig =
+        testenv::service_account_kubeconfig(admin, SYSTEM_NAMESPACE, account, TOKEN_TTL).await?;
     let path = dir.join(format!("{name}.kubeconfig"));
     testenv::write_kubeconfig(&kubeconfig, &path)?;
     Ok(path)

@@ -202,7 +202,9 @@ async fn start_programs(
     sentinel_flags: &[String],
     programs: &mut Programs,
 ) -> Result<()> {
-    programs.spawn_all(plane, logs, sentinel_flags).await?;
+    programs
+        .spawn_all(plane.admin_kubeconfig(), logs, sentinel_flags)
+        .await?;
     for program in programs.iter_mut() {
         program.wait_ready().await?;
         println!(

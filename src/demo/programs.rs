@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 use tokio::time::Instant;
 
 use super::{WAIT, install};
-use crate::testenv::{self, ChildProcess, ControlPlane, Tie};
+use kube::config::Kubeconfig;
+
+use crate::testenv::{self, ChildProcess, Tie};
 
 /// How long a stopping program has, after its standard input closes, before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -155,26 +157,26 @@ impl Programs {
     /// the sentinel with `sentinel_flags` too, without waiting for them to be ready.
     pub(crate) async fn spawn_all(
         &mut self,
-        plane: &ControlPlane,
+        admin: &Kubeconfig,
         logs: &Path,
         sentinel_flags: &[String],
     ) -> Result<()> {
-        self.spawn(plane, logs, ProgramKind::Operator, &[]).await?;
-        self.spawn(plane, logs, ProgramKind::Sentinel, sentinel_flags)
+        self.spawn(admin, logs, ProgramKind::Operator, &[]).await?;
+        self.spawn(admin, logs, ProgramKind::Sentinel, sentinel_flags)
             .await
     }
 
-    /// Starts `kind` as its ServiceAccount with `flags` besides the usual ones, without
-    /// waiting for it to be ready.
+    /// Starts `kind` as its ServiceAccount (a token asked for with `admin`) with `flags`
+    /// besides the usual ones, without waiting for it to be ready.
     pub(crate) async fn spawn(
         &mut self,
-        plane: &ControlPlane,
+        admin: &Kubeconfig,
         logs: &Path,
         kind: ProgramKind,
         flags: &[String],
     ) -> Result<()> {
         let kubeconfig: PathBuf = install::service_account_kubeconfig(
-            plane,
+            admin,
             kind.service_account(),
             logs,
             kind.subcommand(),
@@ -187,7 +189,7 @@ impl Programs {
     /// Stops `kind` if it runs, starts it again with `flags` and waits until it is ready.
     pub(crate) async fn restart(
         &mut self,
-        plane: &ControlPlane,
+        admin: &Kubeconfig,
         logs: &Path,
         kind: ProgramKind,
         flags: &[String],
@@ -195,7 +197,7 @@ impl Programs {
         if let Some(index) = self.0.iter().position(|p| p.kind == kind) {
             self.0.remove(index).stop().await;
         }
-        self.spawn(plane, logs, kind, flags).await?;
+        self.spawn(admin, logs, kind, flags).await?;
         let started = self.0.last_mut().expect("just spawned");
         started.wait_ready().await
     }

@@ -2,12 +2,16 @@
 //! variant (ours in both modes, the three baselines) under the same load, and the figures.
 
 use std::{
-    process::{Command, Stdio},
+    path::PathBuf,
+    process::{Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
-use kube_sentinel::testenv::ControlPlaneConfig;
-use serde_json::Value;
+use kube::{Api, api::PostParams};
+use kube_sentinel::{operator::crd::StatefulCluster, testenv::ControlPlaneConfig};
+use serde_json::{Value, json};
+
+use crate::support;
 
 /// The short profile: two resources, one drift a second for six seconds; three churned; the
 /// sentinel watching 20, then 50 more objects; two spec changes a second in the backlog.
@@ -40,53 +44,85 @@ const SHORT_PROFILE: [&str; 26] = [
     "steady,repeated,storm,backlog,churn,scale",
 ];
 
+/// A finished run of `kube-sentinel bench`.
+struct BenchRun {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    /// Its `--out-dir`.
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchRun {
+    /// Runs `kube-sentinel bench` with `args` and an `--out-dir` of its own, for at most ten
+    /// minutes.
+    fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("kube-sentinel-e2e-bench-")
+            .tempdir()
+            .expect("workdir");
+        let out = dir.path().join("out");
+        let stdout = std::fs::File::create(dir.path().join("stdout")).expect("stdout file");
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
+            .args(["--exit-on-stdin-eof", "bench"])
+            .args(args)
+            .arg("--out-dir")
+            .arg(&out)
+            // Held open until the bench ends: if this test dies, the bench stops.
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn kube-sentinel bench");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+        Self {
+            status,
+            stdout: read("stdout"),
+            stderr: read("stderr"),
+            out,
+            _dir: dir,
+        }
+    }
+
+    /// Its `summary.json`, once it has succeeded.
+    fn summary(&self) -> Value {
+        assert!(self.status.success(), "{self}");
+        let text = std::fs::read_to_string(self.out.join("summary.json")).expect("summary.json");
+        serde_json::from_str(&text).expect("JSON")
+    }
+}
+
+impl std::fmt::Display for BenchRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (status, stdout, stderr) = (self.status, &self.stdout, &self.stderr);
+        write!(f, "{status}\n{stdout}\n---- stderr ----\n{stderr}")
+    }
+}
+
 #[test]
 fn a_short_bench_measures_every_variant_and_loses_no_drift() {
     let bin_dir = ControlPlaneConfig::from_build_script()
         .expect("control-plane binaries")
         .bin_dir;
-    let dir = tempfile::Builder::new()
-        .prefix("kube-sentinel-e2e-bench-")
-        .tempdir()
-        .expect("workdir");
-    let out = dir.path().join("out");
-    let stdout = std::fs::File::create(dir.path().join("stdout")).expect("stdout file");
-    let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
-        .args(["--exit-on-stdin-eof", "bench"])
-        .args(SHORT_PROFILE)
-        .arg("--bin-dir")
-        .arg(&bin_dir)
-        .arg("--out-dir")
-        .arg(&out)
-        // Held open until the bench ends: if this test dies, the bench stops.
-        .stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn kube-sentinel bench");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break child.wait().expect("wait");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
-    let (stdout, stderr) = (read("stdout"), read("stderr"));
-    assert!(
-        status.success(),
-        "{status}\n{stdout}\n---- stderr ----\n{stderr}"
-    );
-    let summary: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let bin_dir = bin_dir.to_str().expect("a UTF-8 path");
+    let mut args = SHORT_PROFILE.to_vec();
+    args.extend(["--bin-dir", bin_dir]);
+    let run = BenchRun::run(&args);
+    let summary = run.summary();
+    let (stdout, out) = (&run.stdout, &run.out);
     let variants = summary["variants"].as_array().expect("variants");
     let names: Vec<&str> = variants
         .iter()
@@ -208,6 +244,31 @@ fn a_short_bench_measures_every_variant_and_loses_no_drift() {
             );
         }
     }
+    // Every revert of ours timed stage by stage, from the programs' own instants.
+    for ours in &variants[..2] {
+        let breakdown = &ours["steady"]["breakdown"];
+        assert!(
+            breakdown["measured"].as_u64().expect("measured") >= 1,
+            "{breakdown:#}"
+        );
+        let stages: Vec<&str> = breakdown["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .map(|s| s["stage"].as_str().expect("a name"))
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                "write_to_detected",
+                "detected_to_triggered",
+                "triggered_to_queued",
+                "queued_to_started",
+                "started_to_reverted",
+                "reverted_to_seen"
+            ]
+        );
+    }
     // In trailing mode the trigger comes after the storm has ended, so its fast path reverts
     // the label itself (in leading mode the storm may outlast the fast path's tries, and the
     // full path it falls back to reverts it).
@@ -223,4 +284,98 @@ fn a_short_bench_measures_every_variant_and_loses_no_drift() {
         stdout.contains("variant      scenario"),
         "the table: {stdout}"
     );
+}
+
+/// The smallest load: one resource, ours in trailing mode, a few drifts.
+const TINY_PROFILE: [&str; 13] = [
+    "--resources",
+    "1",
+    "--rate",
+    "1",
+    "--duration",
+    "4s",
+    "--modes",
+    "trailing",
+    "--baselines",
+    "--scenarios",
+    "steady",
+    "--seed",
+    "3",
+];
+
+#[tokio::test]
+async fn a_bench_on_a_named_cluster_refuses_one_it_would_disturb_and_measures_on_one_of_its_own() {
+    let config = ControlPlaneConfig::from_build_script().expect("control-plane binaries");
+    let (plane, admin) = support::own_control_plane(config, "elsewhere").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    plane
+        .write_admin_kubeconfig(&kubeconfig)
+        .expect("kubeconfig");
+    let mut args: Vec<PathBuf> = TINY_PROFILE.iter().map(PathBuf::from).collect();
+    args.extend([PathBuf::from("--kubeconfig"), kubeconfig]);
+
+    // A StatefulCluster of someone else's: the bench's operator would reconcile it.
+    support::install_crd(&admin).await;
+    let theirs: StatefulCluster = serde_json::from_value(json!({
+        "apiVersion": "kube-sentinel.dev/v1alpha1", "kind": "StatefulCluster",
+        "metadata": {"name": "theirs"},
+        "spec": {
+            "replicas": 1, "image": "registry.k8s.io/pause", "version": "3.10",
+            "ports": [{"name": "client", "port": 7000}], "paused": true,
+        },
+    }))
+    .expect("a StatefulCluster");
+    let clusters: Api<StatefulCluster> = Api::namespaced(admin.clone(), "elsewhere");
+    clusters
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("create theirs");
+    let args_ = args.clone();
+    let refused = tokio::task::spawn_blocking(move || BenchRun::run(&args_))
+        .await
+        .expect("bench");
+    assert!(!refused.status.success(), "{refused}");
+    assert!(
+        refused.stderr.contains("StatefulCluster elsewhere/theirs"),
+        "the refusal names what it would disturb: {refused}"
+    );
+    assert!(
+        !refused.stdout.contains("starting the local control plane"),
+        "{refused}"
+    );
+
+    clusters
+        .delete("theirs", &Default::default())
+        .await
+        .expect("delete theirs");
+    support::eventually(Duration::from_secs(30), "theirs gone", || async {
+        clusters
+            .get_opt("theirs")
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let measured = tokio::task::spawn_blocking(move || BenchRun::run(&args))
+        .await
+        .expect("bench");
+    let summary = measured.summary();
+    assert!(
+        measured.stdout.contains("running on the cluster of"),
+        "{measured}"
+    );
+    let steady = &summary["variants"][0]["steady"];
+    let injected = steady["injected"].as_u64().expect("injected");
+    assert!(injected >= 2, "{steady:#}");
+    assert_eq!(steady["reverted"], injected, "{steady:#}");
+    // The bench's namespaces are gone from the cluster it was given, the CRD stays.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    let bench = namespaces.get_opt("bench").await.expect("get");
+    assert!(
+        bench.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        "namespace bench deleted"
+    );
+    plane.stop().await;
 }
