@@ -11,9 +11,12 @@
 //!   1000 s), invisibly, under the callers' own retries of the same codes. It is turned off: the
 //!   callers' layers (the sentinel's `RetrySink`, the operator's work-queue backoff, the
 //!   watchers' backoff) are the one layer, and each counts its retries in the metrics.
+//! * **Every request counted**, by method and response code, as client-go's
+//!   `rest_client_requests_total` ([`requests`]): what a program costs the API server.
 
 use std::{
     pin::Pin,
+    sync::LazyLock,
     task::{Context, Poll},
     time::Duration,
 };
@@ -22,6 +25,11 @@ use http::{Request, Response, Uri};
 use kube::{
     Client, Config,
     client::{Body, ClientBuilder},
+};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
 };
 use tower::{BoxError, Layer, Service};
 use tower_http::timeout::TimeoutBody;
@@ -59,6 +67,56 @@ impl Timeouts {
     /// first; this is the backstop.
     fn watch_body_idle(&self) -> Duration {
         self.watch + self.request
+    }
+}
+
+/// Requests by method and response code, as client-go's `rest_client_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, or `OTHER`.
+    pub method: &'static str,
+    /// The response's status code, or `<error>` when none came (a timeout, a reset).
+    pub code: StatusCode,
+}
+
+/// A response's status code as a label value: the number, or `<error>` for none.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct StatusCode(pub Option<u16>);
+
+impl EncodeLabelValue for StatusCode {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        match self.0 {
+            Some(code) => EncodeLabelValue::encode(&code, encoder),
+            None => std::fmt::Write::write_str(encoder, "<error>"),
+        }
+    }
+}
+
+/// Every request of every client [`build`] made in this process, counted once per attempt
+/// (there is one retry layer, the callers'), by [`RequestLabels`]; the API writes a program
+/// costs are its `POST`, `PUT`, `PATCH` and `DELETE`.
+pub fn requests() -> &'static Family<RequestLabels, Counter> {
+    static REQUESTS: LazyLock<Family<RequestLabels, Counter>> = LazyLock::new(Family::default);
+    &REQUESTS
+}
+
+/// Registers [`requests`] in `registry` as `rest_client_requests_total`.
+pub fn register(registry: &mut Registry) {
+    registry.register(
+        "rest_client_requests",
+        "Requests to the API server, by method and response code",
+        requests().clone(),
+    );
+}
+
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "OTHER",
     }
 }
 
@@ -114,6 +172,7 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let limit = self.timeouts.request;
+        let method = method_label(request.method());
         let body_idle = if is_watch(request.uri()) {
             self.timeouts.watch_body_idle()
         } else {
@@ -123,8 +182,13 @@ where
         Box::pin(async move {
             let response = tokio::time::timeout(limit, response)
                 .await
-                .map_err(|_| TimedOut(limit))??;
-            Ok(response.map(|body| Box::pin(TimeoutBody::new(body_idle, body))))
+                .map_err(|_| BoxError::from(TimedOut(limit)))
+                .and_then(|answered| answered);
+            let code = StatusCode(response.as_ref().ok().map(|r| r.status().as_u16()));
+            requests()
+                .get_or_create(&RequestLabels { method, code })
+                .inc();
+            Ok(response?.map(|body| Box::pin(TimeoutBody::new(body_idle, body))))
         })
     }
 }
@@ -213,6 +277,63 @@ mod tests {
             "{error}"
         );
         assert!(took >= Duration::from_millis(300), "{took:?}");
+        server.abort();
+    }
+
+    /// A server that answers every request with `418 I'm a teapot` (a code no other test
+    /// sees, so the process-wide count is this test's).
+    async fn teapot() -> (String, tokio::task::JoinHandle<()>) {
+        stalling_server(
+            b"HTTP/1.1 418 I'm a teapot\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn every_request_is_counted_by_method_and_code() {
+        let (url, server) = teapot().await;
+        let labels = |method| RequestLabels {
+            method,
+            code: StatusCode(Some(418)),
+        };
+        let count = |method| requests().get_or_create(&labels(method)).get();
+        let (gets, deletes) = (count("GET"), count("DELETE"));
+        let timeouts = Timeouts {
+            request: Duration::from_secs(5),
+            ..Timeouts::default()
+        };
+        let client = build(Config::new(url.parse().expect("url")), timeouts).expect("client");
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client, "default");
+        for _ in 0..3 {
+            assert!(api.get("x").await.is_err(), "a teapot is no ConfigMap");
+        }
+        assert!(api.delete("x", &Default::default()).await.is_err());
+        assert_eq!((count("GET") - gets, count("DELETE") - deletes), (3, 1));
+        let (stalled, _) = stalling_server(b"").await;
+        let errors = requests()
+            .get_or_create(&RequestLabels {
+                method: "GET",
+                code: StatusCode(None),
+            })
+            .get();
+        let _ = get_from(&stalled).await;
+        let after = requests()
+            .get_or_create(&RequestLabels {
+                method: "GET",
+                code: StatusCode(None),
+            })
+            .get();
+        assert!(after > errors, "a call without an answer counts as <error>");
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        register(&mut registry);
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains(r#"rest_client_requests_total{method="GET",code="418"}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"code="<error>""#), "{text}");
         server.abort();
     }
 

@@ -30,6 +30,7 @@ mod scale;
 mod scenarios;
 mod steady;
 mod target;
+mod writes;
 
 use std::{path::Path, time::Duration};
 
@@ -40,6 +41,7 @@ pub use fleet::BENCH_NAMESPACE;
 pub use options::{Baseline, BenchOptions, Scenario, Variant};
 use report::VariantReport;
 pub use target::Target;
+use writes::ApiWrites;
 
 use crate::{
     demo::{
@@ -209,13 +211,19 @@ async fn run_scenario(
     match scenario {
         Scenario::Steady => {
             let load = steady_load(options, variant, fleet);
-            report.steady = Some(steady::run(admin, fleet, load).await);
+            let before = ApiWrites::read(programs).await;
+            let mut steady = steady::run(admin, fleet, load).await;
+            steady.api_writes = ApiWrites::read(programs).await.since(before);
+            report.steady = Some(steady);
         }
         Scenario::Backlog => {
             let load = steady_load(options, variant, fleet);
             let operator = programs.port(ProgramKind::Operator);
-            let backlog = backlog::run(admin, fleet, load, options.backlog_rate, operator);
-            report.backlog = Some(backlog.await);
+            let before = ApiWrites::read(programs).await;
+            let mut backlog =
+                backlog::run(admin, fleet, load, options.backlog_rate, operator).await;
+            backlog.drift.api_writes = ApiWrites::read(programs).await.since(before);
+            report.backlog = Some(backlog);
         }
         Scenario::Repeated => {
             report.repeated = Some(scenarios::repeated(first, options.repeats, programs).await?);

@@ -194,6 +194,8 @@ fn steady_json(s: &SteadyResult, reference: Option<&LatencySummary>) -> Value {
             "negative_clamped": s.breakdown.negative,
             "stages": s.breakdown.summary(),
         })),
+        "api_writes": s.api_writes,
+        "api_writes_per_drift": s.api_writes.per(s.injected),
         "ratio_to_trailing": reference.map(|r| json!({
             "p50": ratio(summary.p50, r.p50),
             "p99": ratio(summary.p99, r.p99),
@@ -279,6 +281,15 @@ fn print_drift_rows(variant: Variant, scenario: &str, s: &SteadyResult) {
             kinds.join(", ")
         );
     }
+    let per_drift = s.api_writes.per(s.injected);
+    let fmt = |n: Option<f64>| n.map_or("-".into(), |n| format!("{n:.2}"));
+    println!(
+        "{:<12} {:<9} API writes per drift: sentinel {}, operator {}",
+        variant.to_string(),
+        scenario,
+        fmt(per_drift.sentinel),
+        fmt(per_drift.operator)
+    );
     if s.breakdown.measured > 0 {
         let stages: Vec<String> = s
             .breakdown

@@ -17,6 +17,7 @@ use super::{
     fleet::{BENCH_NAMESPACE, Fleet},
     observe::{Objects, watch_fleet},
     progress::Progress,
+    writes::ApiWrites,
 };
 use crate::{
     demo::{DriftKind, drift::Baseline},
@@ -63,6 +64,8 @@ pub(crate) struct SteadyResult {
     pub watch_errors: u64,
     /// Where the time went, from the programs' timestamps (with a sentinel only).
     pub breakdown: Breakdown,
+    /// What the programs wrote to the API server meanwhile.
+    pub api_writes: ApiWrites,
 }
 
 impl SteadyResult {
@@ -77,6 +80,7 @@ impl SteadyResult {
             skipped: 0,
             watch_errors: 0,
             breakdown: Breakdown::new(),
+            api_writes: ApiWrites::default(),
             by_kind: Vec::new(),
         }
     }

@@ -163,6 +163,7 @@ impl Telemetry {
     fn serve(args: &OperatorArgs) -> Self {
         let mut registry = Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        crate::api_client::register(&mut registry);
         let queue_metrics = PrometheusQueueMetrics::register(
             registry.sub_registry_with_prefix("kube_sentinel_operator"),
         );

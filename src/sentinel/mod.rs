@@ -174,6 +174,7 @@ impl Telemetry {
     ) -> Self {
         let mut registry = Registry::default();
         let metrics = SentinelMetrics::register(&mut registry);
+        crate::api_client::register(&mut registry);
         let health = Health::new();
         let synced = health.gate("watches-synced");
         let reachability = Reachability::new(health.gate("api-reachable"), unreachable_after);
