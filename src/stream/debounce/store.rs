@@ -71,16 +71,24 @@ impl From<Timing> for MillisTiming {
     }
 }
 
+/// What an open burst holds for its trailing emission.
+enum Held<A> {
+    /// The fold of the items since the burst opened (or since its leading emission).
+    Items(A),
+    /// Nothing yet: a leading+trailing burst whose leading item was emitted.
+    Nothing,
+    /// Nothing, and settled (see `settle_on`): the next item opens a new burst at once.
+    Settled,
+}
+
 /// An open burst of one key. Instants are nanoseconds since the combinator's `base` instant
 /// and durations whole milliseconds, to keep the entry small.
 pub(super) struct Burst<K, A> {
     key: K,
-    /// `None` only in a leading+trailing burst that has absorbed nothing since its leading
-    /// emission.
-    value: Option<A>,
+    held: Held<A>,
     /// When the burst's first item arrived (in leading+trailing mode, the leading one).
     first_seen: u64,
-    /// Items in `value`.
+    /// Items in `held`.
     absorbed: u64,
     /// True deadline; the heap entry may be earlier.
     deadline: u64,
@@ -195,7 +203,19 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
         ) {
             Entry::Occupied(occupied) => {
                 let burst = &mut self.slots[*occupied.get() as usize];
-                burst.value = Some(fold(burst.value.take(), item));
+                let previous = match std::mem::replace(&mut burst.held, Held::Nothing) {
+                    Held::Items(value) => Some(value),
+                    Held::Nothing => None,
+                    Held::Settled => {
+                        // A new burst in the same slot: its heap entry is earlier than the
+                        // new deadline, and moves there when it comes up.
+                        burst.first_seen = now;
+                        burst.absorbed = 0;
+                        burst.deadline = burst.deadline_after(now);
+                        return Some((key, fold(None, item), true));
+                    }
+                };
+                burst.held = Held::Items(fold(previous, item));
                 burst.absorbed += 1;
                 burst.deadline = burst.deadline_after(now);
                 None
@@ -213,13 +233,15 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
                 } else {
                     millis_ceil(jitter_of(&key, max_jitter))
                 };
-                let (value, leading) = match timing.mode {
-                    DebounceMode::Trailing => (Some(value), None),
-                    DebounceMode::LeadingTrailing => (None, Some((key.clone(), value, true))),
+                let (held, leading) = match timing.mode {
+                    DebounceMode::Trailing => (Held::Items(value), None),
+                    DebounceMode::LeadingTrailing => {
+                        (Held::Nothing, Some((key.clone(), value, true)))
+                    }
                 };
                 let mut burst = Burst {
                     key,
-                    value,
+                    held,
                     first_seen: now,
                     absorbed: u64::from(leading.is_none()),
                     deadline: now,
@@ -234,6 +256,25 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
                 leading
             }
         }
+    }
+
+    /// Settles `key`'s burst if it holds nothing since its leading emission: the next item of
+    /// `key` is then emitted at once. Returns whether it did.
+    pub(super) fn settle(&mut self, key: &K) -> bool {
+        let hash = self.hash_builder.hash_one(key);
+        let slots = &self.slots;
+        let Some(&slot) = self
+            .index
+            .find(hash, |&slot| slots[slot as usize].key == *key)
+        else {
+            return false;
+        };
+        let burst = &mut self.slots[slot as usize];
+        let idle = matches!(burst.held, Held::Nothing);
+        if idle {
+            burst.held = Held::Settled;
+        }
+        idle
     }
 
     /// The earliest heap entry (possibly earlier than that burst's true deadline).
@@ -269,7 +310,7 @@ impl<K: Hash + Eq, A> Bursts<K, A> {
                 .remove();
             self.compact_if_sparse();
             // An empty leading+trailing burst closes silently.
-            if let Some(value) = burst.value {
+            if let Held::Items(value) = burst.held {
                 return Some(ClosedBurst {
                     key: burst.key,
                     value,

@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use futures::Stream;
+use futures::{
+    Stream, StreamExt,
+    stream::{self, Fuse},
+};
 use pin_project::pin_project;
 use tokio::time::Instant;
 
@@ -23,12 +26,17 @@ pub(super) const DRAIN_BUDGET: usize = 512;
 /// Stream returned by
 /// [`ControllerStreamExt::debounce_keyed`](crate::stream::ControllerStreamExt::debounce_keyed)
 /// and [`debounce_keyed_with`](crate::stream::ControllerStreamExt::debounce_keyed_with).
+///
+/// [`settle_on`](Self::settle_on) adds a second input: keys whose leading emission has been
+/// dealt with.
 #[pin_project(project = DebounceKeyedProj)]
 #[must_use = "streams do nothing unless polled"]
-pub struct DebounceKeyed<S, K, A, KF, TF, F> {
+pub struct DebounceKeyed<S, K, A, KF, TF, F, St = stream::Pending<K>> {
     #[pin]
     input: S,
     input_done: bool,
+    #[pin]
+    settled: Fuse<St>,
     key_of: KF,
     timing_of: TF,
     fold: F,
@@ -79,6 +87,7 @@ where
         Self {
             input,
             input_done: false,
+            settled: stream::pending().fuse(),
             key_of,
             timing_of,
             fold,
@@ -89,15 +98,85 @@ where
             seen_now: 0,
         }
     }
+}
 
+impl<S, K, A, KF, TF, F, St> DebounceKeyed<S, K, A, KF, TF, F, St>
+where
+    K: Hash + Eq,
+{
     /// How many keys have a burst open (waiting for a trailing emission or, in leading+trailing
     /// mode, for their window to close).
     pub fn pending_keys(&self) -> usize {
         self.bursts.len()
     }
+
+    /// Ends the hold of a leading emission early: each key from `settled` whose
+    /// leading+trailing burst has taken in nothing since its leading emission is settled, and
+    /// the next item of that key is emitted at once as the leading item of a new burst. A
+    /// burst that has taken in items keeps its trailing emission (a storm stays one), and
+    /// trailing bursts are not affected. For a caller that learns when a leading emission has
+    /// been acted on (the sentinel: the operator acknowledged the trigger), so that a new item
+    /// after that does not wait out the window.
+    ///
+    /// ```
+    /// use futures::{StreamExt, channel::mpsc};
+    /// use kube_sentinel::stream::{ControllerStreamExt, DebounceConfig};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let (items, input) = mpsc::unbounded();
+    /// let (done, settled) = mpsc::unbounded();
+    /// let debounced = input
+    ///     .debounce_keyed(
+    ///         DebounceConfig::leading_trailing(Duration::from_secs(2)),
+    ///         |(key, _): &(&str, u32)| *key,
+    ///         |_, (_, value)| value,
+    ///     )
+    ///     .settle_on(settled);
+    /// futures::pin_mut!(debounced);
+    /// items.unbounded_send(("web", 1)).unwrap();
+    /// assert_eq!(debounced.next().await.map(|d| d.value), Some(1)); // leading, at once
+    /// done.unbounded_send("web").unwrap(); // acted on; nothing came since
+    /// items.unbounded_send(("web", 2)).unwrap();
+    /// let next = debounced.next().await.expect("emitted");
+    /// assert_eq!((next.value, next.leading), (2, true)); // at once, not after 2 s
+    /// # }
+    /// ```
+    pub fn settle_on<St2>(self, settled: St2) -> DebounceKeyed<S, K, A, KF, TF, F, St2>
+    where
+        St2: Stream<Item = K>,
+    {
+        let Self {
+            input,
+            input_done,
+            settled: _,
+            key_of,
+            timing_of,
+            fold,
+            config,
+            default_timing,
+            bursts,
+            base,
+            seen_now,
+        } = self;
+        DebounceKeyed {
+            input,
+            input_done,
+            settled: settled.fuse(),
+            key_of,
+            timing_of,
+            fold,
+            config,
+            default_timing,
+            bursts,
+            base,
+            seen_now,
+        }
+    }
 }
 
-impl<S, K, A, KF, TF, F> fmt::Debug for DebounceKeyed<S, K, A, KF, TF, F> {
+impl<S, K, A, KF, TF, F, St> fmt::Debug for DebounceKeyed<S, K, A, KF, TF, F, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DebounceKeyed")
             .field("config", &self.config)
@@ -107,14 +186,29 @@ impl<S, K, A, KF, TF, F> fmt::Debug for DebounceKeyed<S, K, A, KF, TF, F> {
     }
 }
 
-impl<S, K, A, KF, TF, F> DebounceKeyedProj<'_, S, K, A, KF, TF, F>
+impl<S, K, A, KF, TF, F, St> DebounceKeyedProj<'_, S, K, A, KF, TF, F, St>
 where
     S: Stream,
+    St: Stream<Item = K>,
     K: Hash + Eq + Clone,
     KF: FnMut(&S::Item) -> K,
     TF: FnMut(&S::Item) -> Option<Timing>,
     F: FnMut(Option<A>, S::Item) -> A,
 {
+    /// Settles the bursts of the ready settled keys, at most [`DRAIN_BUDGET`] of them; returns
+    /// whether the budget ran out (more may be ready).
+    fn drain_settled(&mut self, cx: &mut Context<'_>) -> bool {
+        for _ in 0..DRAIN_BUDGET {
+            match self.settled.as_mut().poll_next(cx) {
+                Poll::Ready(Some(key)) => {
+                    self.bursts.settle(&key);
+                }
+                Poll::Ready(None) | Poll::Pending => return false,
+            }
+        }
+        true
+    }
+
     /// Folds the ready input items into their bursts, at most [`DRAIN_BUDGET`] of them.
     /// Breaks with the leading emission of an item that opens a leading+trailing burst;
     /// otherwise continues with whether the budget ran out (more input may be ready).
@@ -203,9 +297,10 @@ where
     }
 }
 
-impl<S, K, A, KF, TF, F> Stream for DebounceKeyed<S, K, A, KF, TF, F>
+impl<S, K, A, KF, TF, F, St> Stream for DebounceKeyed<S, K, A, KF, TF, F, St>
 where
     S: Stream,
+    St: Stream<Item = K>,
     K: Hash + Eq + Clone,
     KF: FnMut(&S::Item) -> K,
     TF: FnMut(&S::Item) -> Option<Timing>,
@@ -217,9 +312,11 @@ where
         let mut this = self.project();
         let base = *this.base.get_or_insert_with(Instant::now);
         let mut clock = Clock { base, read: None };
+        // Settled keys first: an item that arrives with its key's settlement leads at once.
+        let settled_spent = this.drain_settled(cx);
         let budget_spent = match this.drain_input(cx, &mut clock) {
             ControlFlow::Break(leading) => return Poll::Ready(Some(leading)),
-            ControlFlow::Continue(budget_spent) => budget_spent,
+            ControlFlow::Continue(budget_spent) => budget_spent || settled_spent,
         };
         let fired = this.poll_fire_due(cx, &mut clock);
         if fired.is_pending() && budget_spent {

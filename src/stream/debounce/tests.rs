@@ -181,6 +181,62 @@ async fn leading_trailing_emits_at_once_then_once_more_if_items_followed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_settled_leading_burst_lets_the_next_item_through_at_once() {
+    let start = Instant::now();
+    let events = vec![
+        (0, "a", 1),
+        // "a" is settled at 100 ms (nothing joined since its leading item): 2 leads at once.
+        (400, "a", 2),
+        (0, "b", 10),
+        // "b" is settled at 100 ms too, but 11 joined first: its trailing edge stays.
+        (50, "b", 11),
+        (400, "b", 12),
+    ];
+    let mut events = events;
+    events.sort_by_key(|e| e.0);
+    let settled = scheduled(start, vec![(100, (), "a"), (100, (), "b"), (150, (), "zz")])
+        .map(|((), key)| key);
+    let out = record(
+        start,
+        scheduled(start, events)
+            .debounce_keyed(
+                DebounceConfig::leading_trailing(ms(1000)),
+                |(key, _)| *key,
+                keep_latest,
+            )
+            .settle_on(settled),
+    )
+    .await;
+    assert_eq!(
+        out,
+        [
+            seen("a", 1, 1, 0, 0, true),
+            seen("b", 10, 1, 0, 0, true),
+            seen("a", 2, 1, 400, 400, true),
+            seen("b", 12, 2, 0, 1400, false),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn settling_a_trailing_burst_changes_nothing() {
+    let start = Instant::now();
+    let settled = scheduled(start, vec![(100, (), "a")]).map(|((), key)| key);
+    let out = record(
+        start,
+        scheduled(start, vec![(0, "a", 1), (400, "a", 2)])
+            .debounce_keyed(
+                DebounceConfig::trailing(ms(1000)),
+                |(key, _)| *key,
+                keep_latest,
+            )
+            .settle_on(settled),
+    )
+    .await;
+    assert_eq!(out, [seen("a", 2, 2, 0, 1400, false)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn leading_trailing_respects_max_wait() {
     let start = Instant::now();
     let events = (0..=10).map(|i| (i * 100, "a", i)).collect();
