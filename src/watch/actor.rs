@@ -135,6 +135,9 @@ struct EntrySig {
     fields_hash: u64,
     fields_size: u32,
     operation: Operation,
+    /// Every field it owns is under `spec`: a write of it that changes anything bumps the
+    /// generation of a resource that tracks one.
+    spec_only: bool,
 }
 
 /// A managedFields entry's operation.
@@ -156,6 +159,11 @@ impl EntrySig {
             }
             None => (0, 0),
         };
+        let spec_only = entry
+            .fields_v1
+            .as_ref()
+            .and_then(|f| f.0.as_object())
+            .is_some_and(|top| !top.is_empty() && top.keys().all(|k| k == "f:spec"));
         Self {
             manager: names.get(entry.manager.as_deref().unwrap_or_default()),
             subresource: entry
@@ -171,6 +179,7 @@ impl EntrySig {
                 Some("Update") => Operation::Update,
                 _ => Operation::Other,
             },
+            spec_only,
         }
     }
 
@@ -239,6 +248,8 @@ fn hash_fields(value: &Value, hasher: &mut DefaultHasher) -> u32 {
 struct Seen {
     /// A hash of the resource version: only compared for equality.
     version: u64,
+    /// `metadata.generation` (0 for none).
+    generation: i64,
     entries: Box<[EntrySig]>,
     /// The name of the object's owner (in the object's namespace), kept for the caller.
     owner: Option<Box<str>>,
@@ -248,6 +259,24 @@ fn version_hash(resource_version: Option<&str>) -> u64 {
     let mut hasher = DefaultHasher::new();
     resource_version.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Who wrote a change that moved no entry: one of the entries of the newest second wrote
+/// again within it (a tie is a write: see [`written_since`]). A status write keeps the
+/// generation, a spec write bumps it: with a status entry among them and the generation
+/// unchanged, the entries that own only `spec` are not the writer.
+fn newest_writers<'a>(old: &Seen, current: &'a Seen) -> Vec<&'a EntrySig> {
+    let newest = current.entries.iter().filter_map(|e| e.time).max();
+    let mut candidates: Vec<&EntrySig> = current
+        .entries
+        .iter()
+        .filter(|e| e.time.is_some() && e.time == newest)
+        .collect();
+    let same_generation = current.generation > 0 && current.generation == old.generation;
+    if same_generation && candidates.iter().any(|e| e.is_status()) {
+        candidates.retain(|e| !e.spec_only);
+    }
+    candidates
 }
 
 /// Per-object record of managedFields entries, and the attribution of each change.
@@ -310,6 +339,7 @@ impl ActorFilter {
         let version = version_hash(meta.resource_version.as_deref());
         let record = Seen {
             version,
+            generation: meta.generation.unwrap_or(0),
             entries,
             owner: None,
         };
@@ -361,12 +391,7 @@ impl ActorFilter {
                             managers: vec![UNKNOWN_ACTOR.to_owned()],
                         };
                     }
-                    let newest = current.entries.iter().filter_map(|e| e.time).max();
-                    current
-                        .entries
-                        .iter()
-                        .filter(|e| e.time.is_some() && e.time == newest)
-                        .collect()
+                    newest_writers(old, current)
                 } else {
                     written
                 }
@@ -907,6 +932,52 @@ mod tests {
         assert_eq!(f.forget(&sts), owner);
         assert_eq!(f.forget(&sts), None);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn a_status_write_in_the_second_of_a_foreign_spec_write_is_not_that_writers_again() {
+        let mut f = filter();
+        let op = operator_created(&mut f);
+        let status = |second| {
+            let fields = json!({"f:status": {"f:replicas": {}, "f:readyReplicas": {}}});
+            entry(
+                "kube-controller-manager",
+                "Update",
+                Some("status"),
+                second,
+                fields,
+            )
+        };
+        let scaled = entry("kubectl-scale", "Update", None, 130, spec(&["replicas"]));
+        let at = |rv: &str, generation: i64, entries: Vec<ManagedFieldsEntry>| ObjectMeta {
+            generation: Some(generation),
+            ..meta(rv, entries)
+        };
+        let k = key("StatefulSet");
+        let first = at("2", 2, vec![op.clone(), status(100), scaled.clone()]);
+        assert_eq!(
+            f.observe(&k, &first, FirstSight::Created),
+            drift(&["kubectl-scale"])
+        );
+        // The controller answers within the same second: its entry moves to 130.
+        let answered = at("3", 2, vec![op.clone(), status(130), scaled.clone()]);
+        assert_eq!(
+            f.observe(&k, &answered, FirstSight::Created),
+            Verdict::Ignored(IgnoreReason::StatusOnly)
+        );
+        // And again in that second: no entry moved, the generation did not either, so the
+        // spec-only writer cannot have written.
+        let again = at("4", 2, vec![op.clone(), status(130), scaled.clone()]);
+        assert_eq!(
+            f.observe(&k, &again, FirstSight::Created),
+            Verdict::Ignored(IgnoreReason::StatusOnly)
+        );
+        // A second scale in that second bumps the generation: drift, as before.
+        let rescaled = at("5", 3, vec![op.clone(), status(130), scaled.clone()]);
+        assert_eq!(
+            f.observe(&k, &rescaled, FirstSight::Created),
+            drift(&["kubectl-scale"])
+        );
     }
 
     #[test]
