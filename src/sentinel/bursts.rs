@@ -32,13 +32,15 @@ pub fn debounce_config(defaults: TimingDefaults, max_jitter: Duration) -> Deboun
 }
 
 /// Folds `drifts` per owner into bursts; `open` counts the bursts opened (the gate counts
-/// them closed).
+/// them closed). An owner from `acknowledged` whose leading trigger was handled with no drift
+/// since has its next drift triggered at once ([`super::acknowledged`]).
 pub fn bursts(
     drifts: impl Stream<Item = DriftEvent>,
+    acknowledged: impl Stream<Item = NamespacedName>,
     config: DebounceConfig,
     open: Gauge,
 ) -> impl Stream<Item = Debounced<NamespacedName, DriftBurst>> {
-    drifts.debounce_keyed_with(
+    let debounced = drifts.debounce_keyed_with(
         config,
         |e: &DriftEvent| e.owner.clone(),
         |e: &DriftEvent| Some(e.timing),
@@ -52,5 +54,6 @@ pub fn bursts(
                 DriftBurst::new(e.object, &e.managers, e.received)
             }
         },
-    )
+    );
+    debounced.settle_on(acknowledged)
 }

@@ -3,7 +3,7 @@
 //! The sentinel's inputs: the owners' cache, the metadata watches of the infrastructure, and
 //! leadership gains, merged into one stream of detector [`Input`]s.
 
-use futures::{Stream, StreamExt, future, stream};
+use futures::{Stream, StreamExt, channel::mpsc, future, stream};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Service},
@@ -16,11 +16,11 @@ use kube::{
 use prometheus_client::metrics::counter::Counter;
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::detect::Input;
+use super::{acknowledged::Acknowledgements, detect::Input};
 use crate::{
     telemetry::Reachability,
     watch::{
-        OwnerKind,
+        NamespacedName, OwnerKind,
         api::dynamic_namespaced_or_all,
         metadata::{MetadataEvent, metadata_events},
     },
@@ -34,6 +34,9 @@ pub const WATCHED_KINDS: [&str; 3] = ["StatefulSet", "Service", "ConfigMap"];
 pub struct OwnerCache {
     /// The cache.
     pub store: reflector::Store<DynamicObject>,
+    /// Owners whose trigger the operator has just handled ([`Acknowledgements`]), for the
+    /// taking.
+    pub acknowledged: Option<mpsc::UnboundedReceiver<NamespacedName>>,
     task: JoinHandle<()>,
 }
 
@@ -51,14 +54,19 @@ impl OwnerCache {
         let api = dynamic_namespaced_or_all(client.clone(), namespace, &kind.resource);
         let writer = reflector::store::Writer::new(kind.resource.clone());
         let store = writer.as_reader();
+        let (sender, acknowledged) = mpsc::unbounded();
+        let mut acknowledgements = Acknowledgements::new(sender);
         let task = tokio::spawn(
             watcher(api, watch)
                 .default_backoff()
                 .reflect(writer)
                 .for_each(move |event| {
-                    if let Err(e) = event {
-                        errors.inc();
-                        tracing::warn!(error = %e, "watching the custom resources failed; retrying");
+                    match event {
+                        Ok(event) => acknowledgements.observe(&event),
+                        Err(e) => {
+                            errors.inc();
+                            tracing::warn!(error = %e, "watching the custom resources failed; retrying");
+                        }
                     }
                     future::ready(())
                 }),
@@ -72,7 +80,11 @@ impl OwnerCache {
             }
             () = shutdown => { task.abort(); return Ok(None); }
         }
-        Ok(Some(Self { store, task }))
+        Ok(Some(Self {
+            store,
+            acknowledged: Some(acknowledged),
+            task,
+        }))
     }
 
     /// Stops the watch.

@@ -8,7 +8,8 @@
 //!  detect.rs      actor filter (watch::actor) + owner (watch::owner) + refusal policy
 //!      │  DriftEvent { owner, object, managers, timing }
 //!      ▼
-//!  bursts.rs      per owner: window 2 s, max wait 10 s, jitter (stream::debounce)
+//!  bursts.rs      per owner: window 2 s, max wait 10 s, jitter (stream::debounce);
+//!                 acknowledged.rs ends a leading burst's hold once its trigger is handled
 //!      │  Debounced<NamespacedName, DriftBurst>
 //!      ▼
 //!  gate.rs        leader only; refusal policy again (paused, deleting, disabled, gone)
@@ -21,6 +22,7 @@
 //! a reflector cache and never reads a Secret nor writes anything but the trigger;
 //! `deploy/sentinel/` makes the API server enforce that.
 
+pub mod acknowledged;
 pub mod args;
 pub mod bursts;
 pub mod detect;
@@ -69,7 +71,7 @@ pub async fn run(
     let namespace = args.namespace.as_deref();
     let errors = metrics.watch_errors.clone();
     let watch = args.common.watch_config();
-    let Some(cache) = OwnerCache::start(
+    let Some(mut cache) = OwnerCache::start(
         &client,
         namespace,
         &owner_kind,
@@ -110,7 +112,8 @@ pub async fn run(
         telemetry.synced,
     );
     let config = bursts::debounce_config(defaults, args.jitter);
-    let bursts = bursts::bursts(drifts, config, metrics.pending_keys.clone());
+    let acknowledged = futures::stream::iter(cache.acknowledged.take()).flatten();
+    let bursts = bursts::bursts(drifts, acknowledged, config, metrics.pending_keys.clone());
     let triggers = gate::gate(bursts, leader, owners, metrics.clone());
     let sink = sink::trigger_sink(
         client,

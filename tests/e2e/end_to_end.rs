@@ -90,3 +90,78 @@ async fn sentinel_and_operator_revert_a_drift_end_to_end() {
     let after = clusters.get("db").await.expect("get");
     assert_eq!(trigger_of(&after), id, "{}", sentinel.log());
 }
+
+/// The id of the trigger `db` has acknowledged, once it is the pending one too.
+async fn acknowledged(clusters: &Api<StatefulCluster>, after: Option<&str>) -> String {
+    eventually(
+        Duration::from_secs(30),
+        "a new trigger acknowledged",
+        || async {
+            let c = clusters.get("db").await.ok()?;
+            let s = c.status.as_ref()?.sentinel.as_ref()?;
+            let id = s.trigger.trigger_id.as_deref()?;
+            (s.last_handled_trigger_id.as_deref() == Some(id) && Some(id) != after)
+                .then(|| id.to_string())
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn in_leading_mode_a_drift_after_the_acknowledgement_does_not_wait_for_the_window() {
+    let cp = control_plane();
+    let admin = cp.admin().await;
+    let ns = cp.namespace("e2e-leading").await;
+    let _operator = running::start_operator(&ns, &[]).await;
+    let _kubelet = running::Kubelet::start(admin.clone(), &ns);
+    // A window far longer than a revert: a drift held until its trailing edge would show.
+    let window = Duration::from_secs(20);
+    let sentinel = running::start_sentinel(
+        &ns,
+        &[
+            "--mode",
+            "leading",
+            "--debounce",
+            "20s",
+            "--max-wait",
+            "60s",
+        ],
+    )
+    .await;
+    running::create(&admin, &ns, &running::cluster("db", json!({}))).await;
+    running::wait_ready(&admin, &ns, "db").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let clusters: Api<StatefulCluster> = Api::namespaced(admin.clone(), &ns);
+    let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
+    let scale = |replicas: i32| {
+        let sts = sts.clone();
+        async move {
+            sts.patch(
+                "db",
+                &PatchParams {
+                    field_manager: Some("kubectl-scale".into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .expect("drift");
+        }
+    };
+    let started = tokio::time::Instant::now();
+    scale(1).await;
+    let first = acknowledged(&clusters, None).await;
+    // The first drift's window is still open: the second, a moment after the acknowledgement
+    // (which the sentinel learns through its own watch), is triggered at once all the same.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    scale(2).await;
+    let second = acknowledged(&clusters, Some(&first)).await;
+    let took = started.elapsed();
+    assert_ne!(first, second);
+    assert_eq!(sts.get("db").await.expect("sts").spec.replicas, Some(3));
+    assert!(
+        took < window / 2,
+        "two drifts reverted in {took:?}: the second waited for the {window:?} window\n{}",
+        sentinel.log()
+    );
+}
