@@ -63,6 +63,108 @@ pub struct SentinelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 300))]
     pub max_wait_seconds: Option<u32>,
+    /// `revert` (the operator's `--drift-action`, itself `revert` by default): drift is
+    /// reverted. `warn`: drift is reported (a Warning Event naming the objects and the foreign
+    /// managers, the trigger acknowledged `detected`) and left in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<DriftAction>,
+    /// Fields left alone: a change whose written fields all fall under these rules is not
+    /// drift, and a revert does not take them back (at most 16 rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub ignore: Vec<IgnoreRule>,
+    /// How reverts of one object back off while one foreign manager keeps re-drifting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fight_backoff: Option<FightBackoffSpec>,
+}
+
+/// `spec.sentinel.action`: what drift leads to.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum DriftAction {
+    /// Revert it.
+    Revert,
+    /// Report it and leave it in place.
+    Warn,
+}
+
+/// Kinds an ignore rule applies to: those the sentinel watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum IgnoredKind {
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
+    /// `v1` Service.
+    Service,
+    /// `v1` ConfigMap.
+    ConfigMap,
+}
+
+impl IgnoredKind {
+    /// The kind's name, as in `kind:` of an object.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoredKind::StatefulSet => "StatefulSet",
+            IgnoredKind::Service => "Service",
+            IgnoredKind::ConfigMap => "ConfigMap",
+        }
+    }
+}
+
+/// One rule of `spec.sentinel.ignore`: fields of objects of one kind (and name) left alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IgnoreRule {
+    /// Kind of the objects.
+    pub kind: IgnoredKind,
+    /// Name of the object; every object of the kind when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// JSON Pointers to the fields, each covering what is under it (`/spec/replicas`,
+    /// `/metadata/annotations/sidecar.istio.io~1status`); a segment `*` matches any key or
+    /// list item, and a list item may also be named by its `name` (`/spec/template/spec/
+    /// containers/member/image`). 1–16 paths.
+    #[schemars(length(min = 1, max = 16), inner(length(min = 2, max = 256)))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.all(p, p.matches('^(/([^/~]|~[01])+)+$'))",
+         "message": "spec.sentinel.ignore paths must be JSON Pointers such as '/spec/replicas': each segment non-empty, '~' only as '~0' or '~1'"},
+        {"rule": "!self.exists(p, p == '/metadata' || p == '/metadata/labels' || p.startsWith('/metadata/ownerReferences') || p.startsWith('/metadata/name') || p.startsWith('/metadata/namespace') || p.startsWith('/metadata/labels/app.kubernetes.io~1managed-by') || p.startsWith('/metadata/labels/app.kubernetes.io~1instance') || p == '/metadata/*' || p == '/metadata/labels/*' || p.startsWith('/*'))",
+         "message": "spec.sentinel.ignore paths must not cover the name, namespace, owner references or the managed-by and instance labels: the sentinel and the operator find their objects by them"}
+    ]))]
+    pub paths: Vec<String>,
+}
+
+/// `spec.sentinel.fightBackoff`: a fight is one foreign manager re-drifting an object within
+/// `withinSeconds` of each revert; after `reverts` such reverts in a row, the next waits 2 s,
+/// then 3 times longer each time, at most `maxDelaySeconds`. Other objects, and other
+/// managers, are still reverted at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FightBackoffSpec {
+    /// Reverts in a row, each re-drifted by the same manager, before backing off (default 3);
+    /// 0 never backs off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub reverts: Option<u32>,
+    /// How soon after a revert a re-drift counts towards a fight, in seconds (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub within_seconds: Option<u32>,
+    /// Longest a revert is held back, in seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 3600))]
+    pub max_delay_seconds: Option<u32>,
+}
+
+impl FightBackoffSpec {
+    /// Default reverts before backing off.
+    pub const DEFAULT_REVERTS: u32 = 3;
+    /// Default re-drift window in seconds.
+    pub const DEFAULT_WITHIN_SECONDS: u32 = 30;
+    /// Default longest delay in seconds (Argo CD's self-heal cap).
+    pub const DEFAULT_MAX_DELAY_SECONDS: u32 = 300;
 }
 
 impl SentinelSpec {

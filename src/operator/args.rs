@@ -4,7 +4,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Result, ensure};
 
-use crate::cli::{CommonArgs, LONGEST, Program, check_duration, parse_duration};
+use crate::{
+    cli::{CommonArgs, LONGEST, Program, check_duration, parse_duration},
+    contract::DriftAction,
+};
 
 /// The operator, as a [`Program`]: its Lease is `kube-sentinel-operator` by default.
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +50,10 @@ pub struct OperatorArgs {
     /// for measuring what the fast lane buys (`kube-sentinel bench`'s baseline).
     #[arg(long, env = "KUBE_SENTINEL_SINGLE_LANE")]
     pub single_lane: bool,
+    /// What drift leads to on resources whose `spec.sentinel.action` is unset: `revert`, or
+    /// `warn` (reported with a Warning Event, acknowledged `detected`, left in place).
+    #[arg(long, env = "KUBE_SENTINEL_DRIFT_ACTION", value_enum, default_value_t = DriftAction::Revert)]
+    pub drift_action: DriftAction,
     /// How often the latency summary is logged.
     #[arg(long, env = "KUBE_SENTINEL_LATENCY_LOG_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub latency_log_interval: Duration,

@@ -298,6 +298,11 @@ pub enum Outcome {
     Noop,
     /// The revert kept failing (`lastError` says why); the full reconcile runs instead.
     Failed,
+    /// Warn mode (`spec.sentinel.action: warn`): drift reported and left in place.
+    Detected,
+    /// Every drifted object is held back by a fight's backoff (see the `DriftFighting`
+    /// condition); reverted when the hold ends.
+    Deferred,
 }
 
 /// One object the operator reverted.

@@ -122,6 +122,10 @@ pub struct Metrics {
     pub watch_errors: Counter,
     /// StatefulClusters that could not be decoded, once per resourceVersion.
     pub undecodable: Counter,
+    /// Fights recognised: a foreign manager undid reverts of one object in a row.
+    pub drift_fights: Counter,
+    /// Reverts held back by a fight's backoff.
+    pub reverts_held: Counter,
     latency: Family<SinceLabels, PromHistogram>,
     hdr: Arc<Hdr>,
 }
@@ -135,6 +139,8 @@ impl Metrics {
             reverted: Counter::default(),
             watch_errors: Counter::default(),
             undecodable: Counter::default(),
+            drift_fights: Counter::default(),
+            reverts_held: Counter::default(),
             latency: Family::new_with_constructor(|| PromHistogram::new(LATENCY_BUCKETS)),
             hdr: Arc::default(),
         };
@@ -162,6 +168,16 @@ impl Metrics {
             "kube_sentinel_operator_undecodable_resources",
             "StatefulClusters skipped because they could not be decoded, once per resourceVersion",
             metrics.undecodable.clone(),
+        );
+        registry.register(
+            "kube_sentinel_operator_drift_fights",
+            "Fights recognised: one foreign manager re-drifted an object after each of several reverts in a row",
+            metrics.drift_fights.clone(),
+        );
+        registry.register(
+            "kube_sentinel_operator_reverts_held",
+            "Reverts held back by a fight's backoff (counted each time a drifted object is left until its hold ends)",
+            metrics.reverts_held.clone(),
         );
         registry.register(
             "kube_sentinel_operator_revert_latency_seconds",

@@ -26,6 +26,7 @@
 pub mod args;
 pub mod crd;
 pub mod feeder;
+pub mod fights;
 pub mod inputs;
 pub mod managers;
 pub mod metrics;
@@ -72,7 +73,8 @@ pub async fn run(
     let leadership = args.common.leadership(&client, &identity).await?;
 
     let hints = SecretHints::default();
-    let context = Context::new(client.clone(), telemetry.metrics.clone(), Some(identity));
+    let context = Context::new(client.clone(), telemetry.metrics.clone(), Some(identity))
+        .with_drift_action(args.drift_action);
     let undecodable = context.undecodable().clone();
     let worker = Worker::new(context, hints.clone());
     let (feeder, lanes) = Feeder::new();

@@ -43,6 +43,7 @@ use crate::{
     watch::{
         NamespacedName, ObjectKey, OwnerKind,
         actor::{ActorFilter, FirstSight, Verdict},
+        field_path::{FieldPath, ignored_paths},
         relist::Relist,
     },
 };
@@ -262,6 +263,10 @@ impl<O: OwnerLookup> Detector<O> {
                 None
             }
             Verdict::Drift { managers } => {
+                if writes_only_ignored_fields(&key, meta, &managers, state.as_ref()) {
+                    self.ignored("ignore_rule");
+                    return None;
+                }
                 self.drift(key, owner, state, DriftChange::Modified, managers)
             }
         }
@@ -397,6 +402,34 @@ impl<O: OwnerLookup> Detector<O> {
             .get_or_create(&[("reason", reason)])
             .inc();
     }
+}
+
+/// Whether everything `managers` own on the object lies under its owner's ignore rules
+/// (`spec.sentinel.ignore`): then their write is not drift. Status entries are not theirs to
+/// judge (the actor filter already set them aside).
+fn writes_only_ignored_fields(
+    key: &ObjectKey,
+    meta: &ObjectMeta,
+    managers: &[String],
+    owner: Option<&OwnerState>,
+) -> bool {
+    let Some(owner) = owner else { return false };
+    let paths = ignored_paths(&owner.sentinel.ignore, key.kind, &key.name);
+    if paths.is_empty() || managers.is_empty() {
+        return false;
+    }
+    let entries = meta.managed_fields.as_deref().unwrap_or_default();
+    managers.iter().all(|manager| {
+        entries
+            .iter()
+            .filter(|e| e.manager.as_deref() == Some(manager.as_str()))
+            .filter(|e| e.subresource.as_deref() != Some("status"))
+            .all(|e| {
+                e.fields_v1
+                    .as_ref()
+                    .is_none_or(|f| FieldPath::all_cover_fields(&paths, &f.0))
+            })
+    })
 }
 
 #[cfg(test)]
@@ -598,6 +631,46 @@ mod tests {
             }
         );
         assert_eq!(out[0].managers, ["kubectl"]);
+    }
+
+    #[test]
+    fn a_write_of_ignored_fields_only_is_not_drift_and_one_beyond_them_is() {
+        let rule: crate::contract::IgnoreRule = serde_json::from_value(json!(
+            {"kind": "StatefulSet", "paths": ["/spec/replicas"]}))
+        .expect("rule");
+        let state = OwnerState {
+            sentinel: SentinelSpec {
+                ignore: vec![rule],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut d = detector([(owner("a"), state)].into());
+        listed(&mut d, "StatefulSet", vec![]);
+        listed(&mut d, "Service", vec![]);
+        let write = |manager: &str, second, fields| ManagedFieldsEntry {
+            fields_v1: Some(FieldsV1(fields)),
+            subresource: (manager == "kubectl").then(|| "scale".to_string()),
+            ..entry(manager, second)
+        };
+        let scale = write("kubectl", 10, json!({"f:spec": {"f:replicas": {}}}));
+        let image = write("kubectl-patch", 10, json!({"f:spec": {"f:template": {}}}));
+        let event = |kind, rv: &str, entries| {
+            Input::Watch(kind, watcher::Event::Apply(meta("a", "a", rv, entries)))
+        };
+        let ours = entry(OP, 1);
+        d.handle(event("StatefulSet", "1", vec![ours.clone()]));
+        assert!(
+            d.handle(event("StatefulSet", "2", vec![ours.clone(), scale.clone()]))
+                .is_empty(),
+            "a scale is ignored"
+        );
+        let out = d.handle(event("StatefulSet", "3", vec![ours.clone(), scale, image]));
+        assert_eq!(out[0].managers, ["kubectl-patch"], "an image change is not");
+        // The rule names StatefulSets: the same write to a Service is drift.
+        d.handle(event("Service", "1", vec![ours.clone()]));
+        let scaled = write("kubectl", 11, json!({"f:spec": {"f:replicas": {}}}));
+        assert_eq!(d.handle(event("Service", "2", vec![ours, scaled])).len(), 1);
     }
 
     #[test]

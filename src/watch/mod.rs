@@ -20,6 +20,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod field_path;
 pub mod keys;
 pub mod metadata;
 pub mod owner;

@@ -27,7 +27,11 @@ use kube::{
 };
 
 use super::{Error, Result};
-use crate::{contract::OPERATOR_FIELD_MANAGER, watch::actor::BEFORE_FIRST_APPLY};
+use crate::{
+    contract::OPERATOR_FIELD_MANAGER,
+    operator::fights::FightStarted,
+    watch::{actor::BEFORE_FIRST_APPLY, field_path::FieldPath},
+};
 
 /// What a pass did to one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +42,12 @@ pub enum Action {
     Created,
     /// Existed and differed; changed.
     Updated,
+    /// Drifted, and left until the hold ends: every manager drifting it is in a fight (see
+    /// [`crate::operator::fights`]).
+    Held {
+        /// When the hold ends.
+        until: jiff::Timestamp,
+    },
 }
 
 /// One object's outcome, with the JSON paths that changed (for logs and Events).
@@ -54,12 +64,26 @@ pub struct ObjectChange {
     /// Whether a read after the write found the object as desired (always checked after a
     /// change).
     pub verified: bool,
+    /// The fights this revert recognised (a foreign manager undoing every revert).
+    pub fights: Vec<FightStarted>,
 }
 
 impl ObjectChange {
     /// Whether the object was created or updated.
     pub fn is_change(&self) -> bool {
-        self.action != Action::Unchanged
+        matches!(self.action, Action::Created | Action::Updated)
+    }
+
+    /// An object left drifted until `until`.
+    pub fn held(kind: &str, name: &str, until: jiff::Timestamp) -> Self {
+        Self {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            action: Action::Held { until },
+            changed: Vec::new(),
+            verified: true,
+            fights: Vec::new(),
+        }
     }
 }
 
@@ -74,30 +98,65 @@ pub async fn converge(
     kind: &str,
     desired: &Value,
 ) -> Result<ObjectChange> {
+    let before = current(api, kind, desired).await?;
+    converge_from(api, kind, desired, before, &[]).await
+}
+
+/// The object `desired` names as it stands (`None`: absent); fails with
+/// [`Error::NameConflict`] when it exists and is not controlled by `desired`'s owner.
+pub async fn current(
+    api: &Api<DynamicObject>,
+    kind: &str,
+    desired: &Value,
+) -> Result<Option<DynamicObject>> {
+    let name = desired["metadata"]["name"]
+        .as_str()
+        .ok_or(Error::Incomplete("name"))?;
+    let before = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("{kind} {name}")))?;
+    if let (Some(before), Some(owner_uid)) = (&before, controller_uid(desired)) {
+        super::check_controlled(&before.metadata, owner_uid, kind)?;
+    }
+    Ok(before)
+}
+
+/// [`converge`] from the object as [`current`] read it, leaving the fields under `ignore` as
+/// they are: an existing object keeps its values there (the desired object takes them over,
+/// and the operator removes nothing under them); a created object gets the desired values.
+pub async fn converge_from(
+    api: &Api<DynamicObject>,
+    kind: &str,
+    desired: &Value,
+    before: Option<DynamicObject>,
+    ignore: &[FieldPath],
+) -> Result<ObjectChange> {
     let name = desired["metadata"]["name"]
         .as_str()
         .ok_or(Error::Incomplete("name"))?
         .to_string();
     let context = format!("{kind} {name}");
-    let before = api
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube(context.clone()))?;
-    if let (Some(before), Some(owner_uid)) = (&before, controller_uid(desired)) {
-        super::check_controlled(&before.metadata, owner_uid, kind)?;
-    }
+    let desired = match &before {
+        Some(before) if !ignore.is_empty() => {
+            let live = serde_json::to_value(before).map_err(|e| Error::Json("object", e))?;
+            keep_ignored(desired, &live, ignore)
+        }
+        _ => desired.clone(),
+    };
+    let desired = &desired;
     let baseline = match &before {
         Some(before) if ownership_wiped(before) => server_baseline(api, desired, &context).await,
         _ => None,
     };
     let baseline = baseline.as_ref();
-    let after = apply_and_prune(api, kind, &name, desired, baseline, &context).await?;
+    let after = apply_and_prune(api, kind, &name, desired, baseline, ignore, &context).await?;
     let (action, changed) = compare(before.as_ref(), &after)?;
     let verified = match action {
-        Action::Unchanged => true,
         Action::Created | Action::Updated => {
-            reads_back(api, &name, desired, baseline, &context).await?
+            reads_back(api, &name, desired, baseline, ignore, &context).await?
         }
+        Action::Unchanged | Action::Held { .. } => true,
     };
     Ok(ObjectChange {
         kind: kind.to_string(),
@@ -105,7 +164,48 @@ pub async fn converge(
         action,
         changed,
         verified,
+        fights: Vec::new(),
     })
+}
+
+/// `desired` with the fields under `ignore` as `live` has them: a field `live` lacks is
+/// dropped from it.
+pub(crate) fn keep_ignored(desired: &Value, live: &Value, ignore: &[FieldPath]) -> Value {
+    let mut kept = desired.clone();
+    for path in ignore {
+        // Last first: dropping a list item must not shift the ones still to visit.
+        for pointer in path.pointers_in(desired).into_iter().rev() {
+            match live.pointer(&pointer) {
+                Some(value) => {
+                    if let Some(slot) = kept.pointer_mut(&pointer) {
+                        *slot = value.clone();
+                    }
+                }
+                None => remove_pointer(&mut kept, &pointer),
+            }
+        }
+    }
+    kept
+}
+
+fn remove_pointer(value: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match value.pointer_mut(parent) {
+        Some(Value::Object(map)) => {
+            map.remove(&last);
+        }
+        Some(Value::Array(items)) => {
+            if let Ok(index) = last.parse::<usize>()
+                && index < items.len()
+            {
+                items.remove(index);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The UID of the controller owner reference `desired` carries (every object the managers
@@ -167,6 +267,7 @@ async fn apply_and_prune(
     name: &str,
     desired: &Value,
     baseline: Option<&Value>,
+    ignore: &[FieldPath],
     context: &str,
 ) -> Result<Value> {
     for _ in 0..ATTEMPTS {
@@ -179,7 +280,7 @@ async fn apply_and_prune(
             .await
             .map_err(Error::kube(format!("applying {context}")))?;
         let live = serde_json::to_value(&applied).map_err(|e| Error::Json("object", e))?;
-        let removals = foreign_removals(&live, desired, baseline);
+        let removals = removals_outside(&live, desired, baseline, ignore);
         if removals.is_empty() {
             return Ok(live);
         }
@@ -229,6 +330,7 @@ async fn reads_back(
     name: &str,
     desired: &Value,
     baseline: Option<&Value>,
+    ignore: &[FieldPath],
     context: &str,
 ) -> Result<bool> {
     let live = api
@@ -239,7 +341,19 @@ async fn reads_back(
         return Ok(false);
     };
     let live = serde_json::to_value(&live).map_err(|e| Error::Json("object", e))?;
-    Ok(covers(&live, desired) && foreign_removals(&live, desired, baseline).is_empty())
+    Ok(covers(&live, desired) && removals_outside(&live, desired, baseline, ignore).is_empty())
+}
+
+/// [`foreign_removals`] but those under `ignore`.
+fn removals_outside(
+    live: &Value,
+    desired: &Value,
+    baseline: Option<&Value>,
+    ignore: &[FieldPath],
+) -> Vec<String> {
+    let mut removals = foreign_removals(live, desired, baseline);
+    removals.retain(|r| !ignore.iter().any(|p| p.covers_pointer(live, r)));
+    removals
 }
 
 /// An empty map or list is not stored by the API server.
@@ -519,6 +633,44 @@ mod tests {
                 "/data/b",
             ]
         );
+    }
+
+    #[test]
+    fn ignored_fields_keep_their_live_values_and_are_never_removed() {
+        let desired = json!({
+            "metadata": {"name": "db", "labels": {"app": "db"}, "annotations": {"owner": "me"}},
+            "data": {"a": "9"},
+            "spec": {"ports": [{"port": 80, "name": "web"}]}
+        });
+        let paths = |list: &[&str]| -> Vec<FieldPath> {
+            list.iter()
+                .map(|p| FieldPath::parse(p).expect("path"))
+                .collect()
+        };
+        let ignore = paths(&[
+            "/data/a",
+            "/data/b",
+            "/metadata/annotations/owner",
+            "/metadata/labels/extra",
+        ]);
+        let kept = keep_ignored(&desired, &live(), &ignore);
+        assert_eq!(
+            kept["data"],
+            json!({"a": "1"}),
+            "the live value, no 'b' added"
+        );
+        assert_eq!(
+            kept["metadata"]["annotations"],
+            json!({}),
+            "absent live: not applied"
+        );
+        assert_eq!(kept["spec"], desired["spec"]);
+        let removals = removals_outside(&live(), &kept, None, &ignore);
+        assert!(!removals.contains(&"/data/b".to_string()), "{removals:?}");
+        assert!(!removals.contains(&"/metadata/labels/extra".to_string()));
+        assert!(removals.contains(&"/metadata/annotations/note".to_string()));
+        // Without rules, nothing changes.
+        assert_eq!(keep_ignored(&desired, &live(), &[]), desired);
     }
 
     #[test]

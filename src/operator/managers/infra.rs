@@ -4,7 +4,9 @@
 //! ([`desired_objects`]); [`InfraManager::reconcile`] converges them (see [`super::converge()`]),
 //! all of them or only those a trigger named.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
+
+use jiff::Timestamp;
 
 use k8s_openapi::{
     api::{
@@ -30,12 +32,18 @@ use kube::{
 use serde_json::Value;
 
 use super::{
-    COMPONENT_LABEL, Error, Names, ObjectChange, Result, SET_LABEL, converge, owned_meta,
+    Action, COMPONENT_LABEL, Error, Names, ObjectChange, Result, SET_LABEL,
+    converge::{converge_from, current},
+    owned_meta,
     upgrade::{InfraPlan, SetPlan},
 };
 use crate::{
     contract::INSTANCE_LABEL,
-    operator::crd::{OwnedObject, StatefulCluster},
+    operator::{
+        crd::{OwnedObject, StatefulCluster},
+        fights::{Decision, FightRules, Fights, FoughtObject, drifting_writers},
+    },
+    watch::{NamespacedName, field_path::ignored_paths},
 };
 
 /// Annotation on the pod template with a hash of `spec.config`: a settings change rolls the pods.
@@ -259,16 +267,18 @@ pub fn select<'a>(objects: &'a [Desired], only: &[OwnedObject]) -> Vec<&'a Desir
 #[derive(Clone)]
 pub struct InfraManager {
     client: Client,
+    fights: Arc<Fights>,
 }
 
 impl InfraManager {
-    /// A manager using `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// A manager using `client`, holding back reverts as `fights` says.
+    pub fn new(client: Client, fights: Arc<Fights>) -> Self {
+        Self { client, fights }
     }
 
     /// Converges every object of `plan` (or only those in `only`, when it names some) and
-    /// reports each object's outcome.
+    /// reports each object's outcome. Fields under `spec.sentinel.ignore` are left as they are;
+    /// an object whose drifting managers are all in a fight is held.
     pub async fn reconcile(
         &self,
         cr: &StatefulCluster,
@@ -279,11 +289,42 @@ impl InfraManager {
         let objects = desired_objects(cr, names, plan)?;
         let mut changes = Vec::new();
         for d in select(&objects, only) {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &names.namespace, &d.resource);
-            changes.push(converge(&api, &d.kind, &d.object).await?);
+            changes.push(self.converge_one(cr, names, d).await?);
         }
         Ok(changes)
+    }
+
+    async fn converge_one(
+        &self,
+        cr: &StatefulCluster,
+        names: &Names,
+        d: &Desired,
+    ) -> Result<ObjectChange> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &names.namespace, &d.resource);
+        let sentinel = &cr.spec.sentinel;
+        let ignore = ignored_paths(&sentinel.ignore, &d.kind, &d.name);
+        let before = current(&api, &d.kind, &d.object).await?;
+        let writers = before
+            .as_ref()
+            .map(|b| drifting_writers(&b.metadata, &ignore))
+            .unwrap_or_default();
+        let object = FoughtObject {
+            resource: NamespacedName::new(&names.namespace, &names.name),
+            kind: d.kind.clone(),
+            name: d.name.clone(),
+        };
+        if let Decision::Hold { until } = self.fights.decide(&object, &writers, Timestamp::now()) {
+            return Ok(ObjectChange::held(&d.kind, &d.name, until));
+        }
+        let mut change = converge_from(&api, &d.kind, &d.object, before, &ignore).await?;
+        if change.action == Action::Updated {
+            let rules = FightRules::of(sentinel.fight_backoff.as_ref());
+            change.fights = self
+                .fights
+                .reverted(&object, &writers, rules, Timestamp::now());
+        }
+        Ok(change)
     }
 }
 

@@ -17,23 +17,23 @@ use super::{
     now, since,
 };
 use crate::{
-    contract::SentinelTrigger,
+    contract::{DriftAction, SentinelTrigger},
     operator::{
         crd::{CertificateStatus, Outcome, OwnedObject, SentinelStatus, StatefulCluster},
-        managers::{Names, ObjectChange, upgrade},
+        managers::{Action, Names, ObjectChange, upgrade},
         metrics::Since,
     },
     watch::NamespacedName,
 };
 
 /// What an acknowledgement says besides the trigger's ID.
-struct Acknowledgement<'a> {
-    outcome: Outcome,
-    reverted: &'a [OwnedObject],
-    certificate: Option<CertificateStatus>,
+pub(super) struct Acknowledgement<'a> {
+    pub(super) outcome: Outcome,
+    pub(super) reverted: &'a [OwnedObject],
+    pub(super) certificate: Option<CertificateStatus>,
     /// When the trigger was queued and taken, and when its revert was read back: written as
     /// `lastQueuedAt`, `lastStartedAt`, `lastRevertedAt`; `None` clears them.
-    stages: Option<(ClaimTimes, Timestamp)>,
+    pub(super) stages: Option<(ClaimTimes, Timestamp)>,
 }
 
 /// Failed tries of one trigger's fast path before it is acknowledged `failed` and left to the
@@ -91,6 +91,11 @@ impl Context {
                 .acknowledge_paused(cr, &names, &trigger_id, &named)
                 .await;
         }
+        if self.drift_action(cr) == DriftAction::Warn {
+            return self
+                .acknowledge_detected(cr, &names, &trigger_id, &sentinel.trigger)
+                .await;
+        }
         let key = NamespacedName::new(&names.namespace, &names.name);
         let error = match self
             .handle(cr, &names, &trigger_id, &sentinel, named, times)
@@ -128,11 +133,15 @@ impl Context {
             return Err(e);
         }
         let verified_at = now();
+        self.report_fights(cr, &changes).await;
         let reverted: Vec<&ObjectChange> = changes.iter().filter(|c| c.is_change()).collect();
-        let outcome = if reverted.is_empty() {
-            Outcome::Noop
-        } else {
-            Outcome::Corrected
+        let held = changes
+            .iter()
+            .any(|c| matches!(c.action, Action::Held { .. }));
+        let outcome = match (reverted.is_empty(), held) {
+            (false, _) => Outcome::Corrected,
+            (true, true) => Outcome::Deferred,
+            (true, false) => Outcome::Noop,
         };
         let resource = format!("{}/{}", names.namespace, names.name);
         self.record_trigger_latencies(&resource, &sentinel.trigger, verified_at);
@@ -313,6 +322,16 @@ impl Context {
                 )
                 .await;
             }
+            Outcome::Deferred => {
+                self.event(
+                    cr,
+                    EventType::Normal,
+                    "RevertDeferred",
+                    "Revert",
+                    format!("revert held back by a drift fight's backoff; reverted when the hold ends (trigger {trigger_id})"),
+                )
+                .await;
+            }
             _ => {
                 self.event(
                     cr,
@@ -390,7 +409,7 @@ impl Context {
     }
 
     /// Writes the operator's acknowledgement of `trigger_id` in `status.sentinel`.
-    async fn acknowledge(
+    pub(super) async fn acknowledge(
         &self,
         cr: &StatefulCluster,
         names: &Names,
@@ -568,6 +587,7 @@ mod tests {
             action: Action::Updated,
             changed: Vec::new(),
             verified,
+            fights: Vec::new(),
         };
         assert!(all_verified(&[change("a", true)]).is_ok());
         match all_verified(&[change("a", true), change("b", false)]) {

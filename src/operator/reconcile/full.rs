@@ -17,10 +17,11 @@ use super::{
 use crate::operator::{
     crd::{StatefulCluster, StatefulClusterStatus, UpgradePhase, UpgradeStatus},
     managers::{
-        self, Names, ObjectChange,
+        self, Action, Names, ObjectChange,
         upgrade::{self, InfraPlan},
     },
 };
+use crate::watch::NamespacedName;
 
 /// How soon a full reconcile comes back while an upgrade step is in progress.
 const UPGRADE_REQUEUE: Duration = Duration::from_secs(1);
@@ -82,7 +83,11 @@ impl Context {
         let mut planned = cr.clone();
         planned.status.get_or_insert_default().current_version = status.current_version.clone();
         let plan = upgrade::plan(&planned, &names, &state);
-        self.converge_infra(cr, &names, &plan, &mut pass).await;
+        if self.leaves_drift(cr, &old, state.phase) {
+            tracing::debug!(resource = %names.name, "warn mode: the spec is applied; infrastructure left as it is");
+        } else {
+            self.converge_infra(cr, &names, &plan, &mut pass).await;
+        }
         self.converge_certificates(cr, &names, &mut status, &mut pass)
             .await;
         self.run_backups(cr, &names, &mut status, &mut pass).await;
@@ -108,6 +113,9 @@ impl Context {
             pass.soonest(delay);
         }
         conditions::apply(&mut status.conditions, generation, &assessment.conditions);
+        let key = NamespacedName::new(&names.namespace, &names.name);
+        let fighting = self.fighting_condition(&key);
+        conditions::apply(&mut status.conditions, generation, &[fighting]);
         status.observed_generation = generation;
         self.write_status(&names, &old, &status).await?;
         pass.finish(&names)
@@ -172,7 +180,16 @@ impl Context {
     ) {
         self.metrics.manager_ran("infra", "full");
         match self.infra.reconcile(cr, names, plan, &[]).await {
-            Ok(changes) => log_changes("infra", &changes),
+            Ok(changes) => {
+                log_changes("infra", &changes);
+                self.report_fights(cr, &changes).await;
+                for change in &changes {
+                    if let Action::Held { until } = change.action {
+                        let left = until.duration_since(now());
+                        pass.soonest(Duration::try_from(left).unwrap_or_default());
+                    }
+                }
+            }
             Err(e) => self.manager_failed(cr, pass, "InfraFailed", e).await,
         }
     }

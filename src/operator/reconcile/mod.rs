@@ -21,17 +21,20 @@ pub mod conditions;
 pub mod events;
 pub mod fast;
 pub mod full;
+mod policy;
 pub mod status;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{Api, Client, runtime::events::Recorder};
 
 use crate::{
+    contract::DriftAction,
     events::{OPERATOR_REPORTING_CONTROLLER, reporter},
     operator::{
         crd::{OwnedObject, StatefulCluster},
+        fights::Fights,
         managers::{
             self, backup::BackupManager, cert::CertManager, infra::InfraManager,
             upgrade::UpgradeManager,
@@ -139,6 +142,9 @@ pub struct Context {
     metrics: Metrics,
     trigger_failures: fast::TriggerFailures,
     undecodable: Undecodable,
+    fights: Arc<Fights>,
+    /// What drift leads to where `spec.sentinel.action` is unset.
+    drift_action: DriftAction,
 }
 
 /// Seconds since the epoch now.
@@ -155,8 +161,9 @@ impl Context {
     pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
         let reporter = reporter(OPERATOR_REPORTING_CONTROLLER, instance);
         let recorder = Recorder::new(client.clone(), reporter);
+        let fights = Arc::new(Fights::default());
         Self {
-            infra: InfraManager::new(client.clone()),
+            infra: InfraManager::new(client.clone(), fights.clone()),
             cert: CertManager::new(client.clone()),
             upgrade: UpgradeManager::new(client.clone()),
             backup: BackupManager::new(client.clone()),
@@ -165,7 +172,20 @@ impl Context {
             client,
             metrics,
             trigger_failures: fast::TriggerFailures::default(),
+            fights,
+            drift_action: DriftAction::Revert,
         }
+    }
+
+    /// Makes `action` what drift leads to where `spec.sentinel.action` is unset.
+    pub fn with_drift_action(mut self, action: DriftAction) -> Self {
+        self.drift_action = action;
+        self
+    }
+
+    /// What drift on `cr` leads to.
+    fn drift_action(&self, cr: &StatefulCluster) -> DriftAction {
+        cr.spec.sentinel.action.unwrap_or(self.drift_action)
     }
 
     /// Decodes the resources it reads; shared with the StatefulCluster watch, so that each
@@ -181,6 +201,12 @@ impl Context {
 
     fn api(&self, namespace: &str) -> Api<StatefulCluster> {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Forgets what is kept about the resource `key` (gone or going).
+    fn forget(&self, key: &NamespacedName) {
+        self.trigger_failures.forget(key);
+        self.fights.forget(key);
     }
 
     /// Reconciles `key`: the fast path when a trigger is pending, the full path otherwise.
@@ -200,14 +226,14 @@ impl Context {
             .await
             .map_err(|e| Error::Kube("reading the StatefulCluster", e))?
         else {
-            self.trigger_failures.forget(key);
+            self.forget(key);
             return Ok(Handled {
                 path: ReconcilePath::Full,
                 requeue: Requeue::Done,
             });
         };
         if cr.metadata.deletion_timestamp.is_some() {
-            self.trigger_failures.forget(key);
+            self.forget(key);
             // Owned objects go with it (ownerReferences); nothing to do.
             return Ok(Handled {
                 path: ReconcilePath::Full,
