@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The API server's limit on `note`.
 const MAX_NOTE: usize = 1024;
 
-async fn events_with_reason(api: &Api<Event>, reason: &str) -> Vec<Event> {
+pub(crate) async fn events_with_reason(api: &Api<Event>, reason: &str) -> Vec<Event> {
     api.list(&ListParams::default())
         .await
         .map(|l| l.items)

@@ -5,6 +5,7 @@ mod bad_objects;
 mod bench;
 mod demo;
 mod deploy;
+mod drift_policy;
 mod end_to_end;
 mod events;
 mod finalizers;
