@@ -133,7 +133,6 @@ impl Context {
             return Err(e);
         }
         let verified_at = now();
-        self.report_fights(cr, &changes).await;
         let reverted: Vec<&ObjectChange> = changes.iter().filter(|c| c.is_change()).collect();
         let held = changes
             .iter()
@@ -144,7 +143,9 @@ impl Context {
             (true, false) => Outcome::Noop,
         };
         let resource = format!("{}/{}", names.namespace, names.name);
-        self.record_trigger_latencies(&resource, &sentinel.trigger, verified_at);
+        if outcome != Outcome::Deferred {
+            self.record_trigger_latencies(&resource, &sentinel.trigger, verified_at);
+        }
         let refs: Vec<OwnedObject> = reverted
             .iter()
             .map(|c| OwnedObject {
@@ -165,6 +166,7 @@ impl Context {
         tracing::info!(resource = %resource, trigger = %trigger_id, ?outcome, reverted = %detail, detection_to_revert = ?latency, "trigger handled");
         self.announce_handled(cr, trigger_id, outcome, &detail, reverted.first().copied())
             .await;
+        self.report_fights(cr, &changes).await;
         Ok(Requeue::Now)
     }
 
