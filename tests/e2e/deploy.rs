@@ -6,7 +6,7 @@ use kube::{
     discovery::{Discovery, Scope},
 };
 
-use crate::support::{REPO, control_plane, install_crd, relocate};
+use crate::support::{REPO, control_plane, install_crd, relocate, run_kubectl};
 
 #[tokio::test]
 async fn every_deploy_manifest_passes_a_server_side_dry_run() {
@@ -58,4 +58,131 @@ async fn every_deploy_manifest_passes_a_server_side_dry_run() {
             "{kind} in {checked:?}"
         );
     }
+}
+
+/// The blocks of `docs/operations.md` that show `kubectl auth can-i --list` as each
+/// ServiceAccount: (ServiceAccount, the output's lines).
+fn documented_rights() -> Vec<(String, Vec<String>)> {
+    let page = std::fs::read_to_string(format!("{REPO}/docs/operations.md")).expect("page");
+    let mut blocks = Vec::new();
+    let mut lines = page.lines();
+    while let Some(line) = lines.next() {
+        let Some(account) = line.strip_prefix("$ kubectl auth can-i --list -n kube-sentinel # as ")
+        else {
+            continue;
+        };
+        let output: Vec<String> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .map(normalize)
+            .collect();
+        blocks.push((account.trim().to_string(), output));
+    }
+    blocks
+}
+
+fn normalize(line: &str) -> String {
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test]
+async fn the_kustomization_renders_applies_for_real_and_grants_what_the_operations_page_lists() {
+    let config = kube_sentinel::testenv::ControlPlaneConfig::from_build_script()
+        .expect("control-plane binaries");
+    let (plane, admin) = crate::support::own_control_plane(config, "deploy-e2e").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_kubeconfig = dir.path().join("admin.kubeconfig");
+    plane
+        .write_admin_kubeconfig(&admin_kubeconfig)
+        .expect("admin kubeconfig");
+    let rendered = run_kubectl(
+        &admin_kubeconfig,
+        &["kustomize", &format!("{REPO}/deploy")],
+        None,
+    );
+    let applied = run_kubectl(
+        &admin_kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "e2e",
+            "-f",
+            "-",
+        ],
+        Some(&rendered),
+    );
+    let documents = kube_sentinel::manifests::parse(&rendered).expect("rendered YAML");
+    assert_eq!(
+        applied
+            .lines()
+            .filter(|l| l.ends_with("serverside-applied"))
+            .count(),
+        documents.len(),
+        "every rendered object applied:\n{applied}"
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(admin.clone(), "kube-sentinel");
+    for name in ["kube-sentinel-operator", "kube-sentinel-sentinel"] {
+        deployments.get(name).await.expect("Deployment stored");
+    }
+    let documented = documented_rights();
+    assert_eq!(documented.len(), 2, "one block per ServiceAccount");
+    for (account, expected) in documented {
+        let kubeconfig = plane
+            .service_account_kubeconfig(
+                "kube-sentinel",
+                &account,
+                std::time::Duration::from_secs(600),
+            )
+            .await
+            .expect("token");
+        let path = dir.path().join(format!("{account}.kubeconfig"));
+        kube_sentinel::testenv::write_kubeconfig(&kubeconfig, &path).expect("write");
+        let raw = run_kubectl(
+            &path,
+            &["auth", "can-i", "--list", "-n", "kube-sentinel"],
+            None,
+        );
+        if std::env::var_os("KUBE_SENTINEL_REGENERATE").is_some() {
+            rewrite_documented_rights(&account, &raw);
+            continue;
+        }
+        // The API server lists rules in no promised order: compare them as sets of lines.
+        let mut rights: Vec<String> = raw.lines().map(normalize).collect();
+        let mut expected = expected;
+        rights.sort();
+        expected.sort();
+        assert_eq!(
+            rights, expected,
+            "docs/operations.md lists other rights for {account} than the API server grants \
+             (regenerate with KUBE_SENTINEL_REGENERATE=1):\n{raw}"
+        );
+    }
+}
+
+/// Replaces the output under `account`'s `kubectl auth can-i --list` line in
+/// `docs/operations.md` with `output`.
+fn rewrite_documented_rights(account: &str, output: &str) {
+    let path = format!("{REPO}/docs/operations.md");
+    let page = std::fs::read_to_string(&path).expect("page");
+    let marker = format!("$ kubectl auth can-i --list -n kube-sentinel # as {account}");
+    let mut out = String::new();
+    let mut lines = page.lines();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim_end() == marker {
+            out.push_str(output.trim_end());
+            out.push('\n');
+            for rest in lines.by_ref() {
+                if rest.starts_with("```") {
+                    out.push_str(rest);
+                    out.push('\n');
+                    break;
+                }
+            }
+        }
+    }
+    std::fs::write(&path, out).expect("write page");
 }

@@ -444,3 +444,41 @@ pub async fn spawn_operator(
         port,
     )
 }
+
+/// kubectl, built from its upstream module by `tests/controlplane/build-kubectl.sh` (cached
+/// across runs), once per test run.
+pub fn kubectl() -> &'static Path {
+    static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
+    KUBECTL.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(format!("{REPO}/tests/controlplane/build-kubectl.sh"))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run build-kubectl.sh");
+        assert!(out.status.success(), "build-kubectl.sh failed");
+        PathBuf::from(String::from_utf8(out.stdout).expect("a UTF-8 path").trim())
+    })
+}
+
+/// Runs kubectl with `args` (and `stdin`), as the user of `kubeconfig`; its stdout, or a
+/// panic with its stderr.
+pub fn run_kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(kubectl())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kubectl");
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes()).expect("kubectl stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("kubectl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubectl {args:?}: {stderr}");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
