@@ -67,6 +67,12 @@ impl<P: Program + Clone + Send + Sync + 'static> CommonArgs<P> {
         kube_client(self.kubeconfig.as_deref(), self.timeouts()).await
     }
 
+    /// How long the program's main loop may go without turning before `/healthz` fails: four
+    /// request timeouts (a loop waits for at most a few calls in a row, each with its deadline).
+    pub fn liveness_limit(&self) -> Duration {
+        self.request_timeout.saturating_mul(4)
+    }
+
     /// `--request-timeout` and `--watch-timeout`.
     pub fn timeouts(&self) -> Timeouts {
         Timeouts {

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     stream::{Lane, Next},
-    telemetry::{Gate, Reachability},
+    telemetry::{BEAT_EVERY, Gate, Heartbeat, Reachability},
     watch::{NamespacedName, api::dynamic_namespaced_or_all},
 };
 
@@ -50,6 +50,7 @@ pub struct Inputs {
     owned_changes: BoxStream<'static, NamespacedName>,
     resync: Interval,
     summary: Interval,
+    beat: Interval,
     feeder: Feeder,
     reports: Reports,
 }
@@ -68,6 +69,8 @@ pub struct Reports {
     pub leader: Gauge,
     /// Decodes the StatefulClusters, reporting those that do not decode.
     pub undecodable: Undecodable,
+    /// Beaten by the input loop, which also drives the workers; `/healthz` fails when it stops.
+    pub heartbeat: Heartbeat,
 }
 
 impl Inputs {
@@ -104,6 +107,7 @@ impl Inputs {
             owned_changes,
             resync: every(args.resync),
             summary: every(args.latency_log_interval),
+            beat: every(BEAT_EVERY),
             feeder,
             reports,
         }
@@ -162,6 +166,7 @@ impl Inputs {
                 }
                 _ = self.resync.tick() => self.feeder.resync(),
                 _ = self.summary.tick() => log_summary(&self.reports.metrics),
+                _ = self.beat.tick() => self.reports.heartbeat.beat(),
             }
         }
     }

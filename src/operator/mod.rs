@@ -52,7 +52,7 @@ use self::{
 };
 use crate::{
     stream::{LanesConfig, TwoLaneQueue, run_two_lanes},
-    telemetry::{self, Gate, Health, PrometheusQueueMetrics, Reachability},
+    telemetry::{self, Gate, Health, Heartbeat, PrometheusQueueMetrics, Reachability},
 };
 
 /// Runs the operator until `shutdown` resolves (then finishes in-flight work and releases the
@@ -108,6 +108,7 @@ pub async fn run(
         metrics: telemetry.metrics.clone(),
         leader: telemetry.leader.clone(),
         undecodable,
+        heartbeat: telemetry.heartbeat.clone(),
     };
     // A standby watches too (it is Ready once synced); the inputs queue work once it leads.
     let inputs = Inputs::watch(&client, &args, feeder, reports);
@@ -139,6 +140,8 @@ struct Telemetry {
     /// 1 while this instance leads (`kube_sentinel_operator_leader`): leadership is a metric,
     /// not readiness, so that a standby is Ready and a rolling update completes.
     leader: Gauge,
+    /// Beaten by the input loop; `/healthz` fails when it stops.
+    heartbeat: Heartbeat,
     server: Server,
 }
 
@@ -172,6 +175,7 @@ impl Telemetry {
         let health = Health::new();
         let synced = health.gate("watch-synced");
         let reachability = Reachability::new(health.gate("api-reachable"), args.unreachable_after);
+        let heartbeat = health.heartbeat("input-loop", args.common.liveness_limit());
         let leader = Gauge::default();
         registry
             .sub_registry_with_prefix("kube_sentinel_operator")
@@ -194,6 +198,7 @@ impl Telemetry {
             synced,
             reachability,
             leader,
+            heartbeat,
             server: Server { stop, task },
         }
     }

@@ -39,7 +39,7 @@ use super::{
 use crate::{
     contract::{DebounceModeSpec, DriftChange, DriftedObject, SentinelSpec},
     stream::{DebounceMode, Timing},
-    telemetry::Gate,
+    telemetry::{Gate, Heartbeat},
     watch::{
         NamespacedName, ObjectKey, OwnerKind,
         actor::{ActorFilter, FirstSight, Verdict},
@@ -63,6 +63,8 @@ pub enum Input {
     Watch(&'static str, watcher::Event<ObjectMeta>),
     /// This instance just became the leader: re-judge every record.
     CatchUp,
+    /// A tick for liveness: the pipeline pulled this far (see [`detect`]).
+    Beat,
 }
 
 /// One drifted object, on its way to the debounce.
@@ -145,13 +147,19 @@ impl TimingDefaults {
 }
 
 /// The detect stage: every input through `detector`, its drift events out; `synced` opens once
-/// the first list of every watched kind is complete.
+/// the first list of every watched kind is complete. Each [`Input::Beat`] beats `heartbeat`:
+/// the stage is pulled only while every stage after it, down to the trigger writes, takes
+/// items, so a beat says the whole pipeline moves.
 pub fn detect<O: OwnerLookup>(
     inputs: impl Stream<Item = Input>,
     mut detector: Detector<O>,
     synced: Gate,
+    heartbeat: Heartbeat,
 ) -> impl Stream<Item = DriftEvent> {
     inputs.flat_map(move |input| {
+        if let Input::Beat = input {
+            heartbeat.beat();
+        }
         let events = detector.handle(input);
         if WATCHED_KINDS.iter().all(|k| detector.is_synced(k)) {
             synced.set(true);
@@ -205,6 +213,7 @@ impl<O: OwnerLookup> Detector<O> {
     pub fn handle(&mut self, input: Input) -> Vec<DriftEvent> {
         match input {
             Input::CatchUp => self.catch_up(),
+            Input::Beat => Vec::new(),
             Input::Watch(kind, event) => {
                 self.metrics
                     .events_seen

@@ -18,7 +18,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::{acknowledged::Acknowledgements, detect::Input};
 use crate::{
-    telemetry::Reachability,
+    telemetry::{BEAT_EVERY, Reachability},
     watch::{
         NamespacedName, OwnerKind,
         api::dynamic_namespaced_or_all,
@@ -94,8 +94,9 @@ impl OwnerCache {
 }
 
 /// Every input of the detector: the infrastructure's watch events (errors counted in
-/// `watch_errors` and reported to `reachability`, then dropped: the watches retry) and a
-/// [`Input::CatchUp`] each time this instance becomes the leader.
+/// `watch_errors` and reported to `reachability`, then dropped: the watches retry), a
+/// [`Input::CatchUp`] each time this instance becomes the leader, and a [`Input::Beat`] every
+/// [`BEAT_EVERY`] (liveness: see [`crate::telemetry::Heartbeat`]).
 pub fn detector_inputs(
     client: &Client,
     namespace: Option<&str>,
@@ -106,10 +107,13 @@ pub fn detector_inputs(
     watch_errors: Counter,
 ) -> impl Stream<Item = Input> + Send + 'static {
     let events = infrastructure_events(client, namespace, watch.labels(selector));
-    stream::select(
-        watch_inputs(events, reachability, watch_errors),
-        leader_gains(leadership),
-    )
+    let beats = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(BEAT_EVERY))
+        .map(|_| Input::Beat);
+    stream::select_all([
+        watch_inputs(events, reachability, watch_errors).boxed(),
+        leader_gains(leadership).boxed(),
+        beats.boxed(),
+    ])
 }
 
 /// The metadata watches of the three kinds with `config` (its label selector sent to the API

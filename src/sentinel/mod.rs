@@ -49,7 +49,7 @@ use self::{
     metrics::SentinelMetrics,
 };
 use crate::{
-    telemetry::{self, Gate, Health, Reachability},
+    telemetry::{self, Gate, Health, Heartbeat, Reachability},
     watch::{NamespacedName, actor::ActorFilter},
 };
 
@@ -65,7 +65,12 @@ pub async fn run(
     let client = args.common.client().await?;
     let identity = args.common.identity();
     let shutdown = shutdown.shared();
-    let telemetry = Telemetry::serve(args.metrics_addr, args.unreachable_after, shutdown.clone());
+    let telemetry = Telemetry::serve(
+        args.metrics_addr,
+        args.unreachable_after,
+        args.common.liveness_limit(),
+        shutdown.clone(),
+    );
     let metrics = telemetry.metrics.clone();
     let leadership = args.common.leadership(&client, &identity).await?;
     let namespace = args.namespace.as_deref();
@@ -110,6 +115,7 @@ pub async fn run(
         inputs.take_until(shutdown.clone()),
         detector,
         telemetry.synced,
+        telemetry.heartbeat,
     );
     let config = bursts::debounce_config(defaults, args.jitter);
     let acknowledged = futures::stream::iter(cache.acknowledged.take()).flatten();
@@ -165,6 +171,8 @@ struct Telemetry {
     synced: Gate,
     /// Closes when the API server has been unreachable too long.
     reachability: Reachability,
+    /// Beaten by the pipeline; `/healthz` fails when it stops.
+    heartbeat: Heartbeat,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -173,6 +181,7 @@ impl Telemetry {
     fn serve(
         addr: SocketAddr,
         unreachable_after: Duration,
+        liveness_limit: Duration,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
         let mut registry = Registry::default();
@@ -181,6 +190,7 @@ impl Telemetry {
         let health = Health::new();
         let synced = health.gate("watches-synced");
         let reachability = Reachability::new(health.gate("api-reachable"), unreachable_after);
+        let heartbeat = health.heartbeat("pipeline", liveness_limit);
         let server = tokio::spawn(telemetry::serve(
             addr,
             telemetry::router(health, Arc::new(registry)),
@@ -190,6 +200,7 @@ impl Telemetry {
             metrics,
             synced,
             reachability,
+            heartbeat,
             server,
         }
     }

@@ -5,12 +5,16 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use super::liveness::Heartbeat;
+
 type Gates = Vec<(&'static str, Arc<AtomicBool>)>;
 
-/// Readiness gates shared between the program's stages and the `/readyz` handler.
+/// Readiness gates and liveness heartbeats shared between the program's stages and the
+/// `/readyz` and `/healthz` handlers.
 #[derive(Clone, Default)]
 pub struct Health {
     gates: Arc<Mutex<Gates>>,
+    hearts: Arc<Mutex<Vec<(&'static str, Heartbeat)>>>,
 }
 
 /// One readiness condition, closed until [`Gate::set`] opens it.
@@ -40,6 +44,26 @@ impl Health {
         let flag = Arc::new(AtomicBool::new(false));
         self.lock().push((name, flag.clone()));
         Gate(flag)
+    }
+
+    /// Adds a liveness heartbeat named `name`, stalled after `max_silence` without a beat.
+    pub fn heartbeat(&self, name: &'static str, max_silence: std::time::Duration) -> Heartbeat {
+        let heart = Heartbeat::new(max_silence);
+        self.hearts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, heart.clone()));
+        heart
+    }
+
+    /// The heartbeats that are stalled, with how long they have been silent; empty when live.
+    pub fn stalled(&self) -> Vec<(&'static str, std::time::Duration)> {
+        self.hearts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(name, heart)| Some((*name, heart.stalled_for()?)))
+            .collect()
     }
 
     /// Names of the gates that are closed; empty when ready.

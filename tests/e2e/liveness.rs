@@ -313,6 +313,10 @@ async fn ready(port: u16) -> bool {
     support::http_ok_body(port, "/readyz").await.as_deref() == Some("ok")
 }
 
+async fn live(port: u16) -> bool {
+    support::http_ok_body(port, "/healthz").await.as_deref() == Some("ok")
+}
+
 /// The sentinel and the operator of `ns` on `plane`, each as its ServiceAccount, with short
 /// timeouts; their metrics ports.
 async fn start_programs(
@@ -406,7 +410,17 @@ async fn both_programs_ride_out_a_stalled_api_server_and_revert_every_drift() {
         || async { (!ready(op_port).await && !ready(sentinel_port).await).then_some(()) },
     )
     .await;
+    // Unready, but alive: a stalled API server is no reason for the kubelet to restart them.
+    for port in [op_port, sentinel_port] {
+        assert!(live(port).await, "/healthz during the stall on {port}");
+    }
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(stalled_at.elapsed())).await;
+    for port in [op_port, sentinel_port] {
+        assert!(
+            live(port).await,
+            "/healthz at the end of the stall on {port}"
+        );
+    }
     drop(stopped);
     eprintln!("kube-apiserver continued after {:?}", stalled_at.elapsed());
 
