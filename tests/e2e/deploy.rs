@@ -126,6 +126,31 @@ async fn the_kustomization_renders_applies_for_real_and_grants_what_the_operatio
     for name in ["kube-sentinel-operator", "kube-sentinel-sentinel"] {
         deployments.get(name).await.expect("Deployment stored");
     }
+    // The controller manager creates both replicas of each, admitted by Pod Security's
+    // "restricted" profile that the namespace enforces (this plane has no nodes to run them).
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(admin.clone(), "kube-sentinel");
+    crate::support::eventually(
+        std::time::Duration::from_secs(60),
+        "two pods of each program created under the restricted profile",
+        || async {
+            let list = pods.list(&Default::default()).await.ok()?;
+            let of = |component: &str| {
+                list.items
+                    .iter()
+                    .filter(|p| {
+                        p.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("app.kubernetes.io/component"))
+                            == Some(&component.to_string())
+                    })
+                    .count()
+            };
+            (of("operator") == 2 && of("sentinel") == 2).then_some(())
+        },
+    )
+    .await;
     let documented = documented_rights();
     assert_eq!(documented.len(), 2, "one block per ServiceAccount");
     for (account, expected) in documented {
