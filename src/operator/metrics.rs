@@ -20,6 +20,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::controller_runtime::ReconcileMetrics;
 use crate::{
     telemetry::LatencyRecorder,
     watch::{NamespacedName, relist::Relist},
@@ -126,6 +127,8 @@ pub struct Metrics {
     pub drift_fights: Counter,
     /// Reverts held back by a fight's backoff.
     pub reverts_held: Counter,
+    /// Every reconcile again, in controller-runtime's vocabulary.
+    pub controller_runtime: ReconcileMetrics,
     latency: Family<SinceLabels, PromHistogram>,
     hdr: Arc<Hdr>,
 }
@@ -141,6 +144,7 @@ impl Metrics {
             undecodable: Counter::default(),
             drift_fights: Counter::default(),
             reverts_held: Counter::default(),
+            controller_runtime: ReconcileMetrics::register(registry),
             latency: Family::new_with_constructor(|| PromHistogram::new(LATENCY_BUCKETS)),
             hdr: Arc::default(),
         };

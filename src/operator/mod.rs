@@ -24,6 +24,7 @@
 //! reported and skipped ([`undecodable`]), and the others are reconciled.
 
 pub mod args;
+pub mod controller_runtime;
 pub mod crd;
 pub mod feeder;
 pub mod fights;
@@ -169,9 +170,9 @@ impl Telemetry {
         let mut registry = Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
         crate::api_client::register(&mut registry);
-        let queue_metrics = PrometheusQueueMetrics::register(
-            registry.sub_registry_with_prefix("kube_sentinel_operator"),
-        );
+        metrics.controller_runtime.set_workers(args.workers);
+        let queue_metrics =
+            PrometheusQueueMetrics::register(&mut registry, controller_runtime::CONTROLLER);
         let health = Health::new();
         let synced = health.gate("watch-synced");
         let reachability = Reachability::new(health.gate("api-reachable"), args.unreachable_after);

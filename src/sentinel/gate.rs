@@ -8,7 +8,12 @@ use std::{convert::Infallible, sync::Arc};
 use futures::{Stream, StreamExt, future};
 use tokio::{sync::watch, time::Instant};
 
-use super::{detect::OwnerLookup, metrics::SentinelMetrics, refusal::Refusal, trigger::DriftBurst};
+use super::{
+    detect::OwnerLookup,
+    metrics::{STANDBY, SentinelMetrics},
+    refusal::Refusal,
+    trigger::DriftBurst,
+};
 use crate::{stream::Debounced, watch::NamespacedName};
 
 /// A burst ready to be written, with the instant its first event arrived.
@@ -28,7 +33,7 @@ pub fn refusal<O: OwnerLookup>(
     owner: &NamespacedName,
 ) -> Option<&'static str> {
     if !leads {
-        return Some("standby");
+        return Some(STANDBY);
     }
     Refusal::check(owners.owner_state(owner).as_ref())
         .err()

@@ -5,8 +5,13 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::refusal::Refusal;
+
 /// A label set with one label.
 pub type Label = [(&'static str, &'static str); 1];
+
+/// The `reason` of a burst dropped because this instance does not lead.
+pub const STANDBY: &str = "standby";
 
 /// Counters and gauges of the sentinel, registered under the `kube_sentinel_sentinel` prefix.
 #[derive(Clone, Debug)]
@@ -53,6 +58,12 @@ impl SentinelMetrics {
             ]),
             watch_errors: Counter::default(),
         };
+        // Every reason a burst can be dropped for, at zero: a dashboard's query of a counter
+        // that nothing has touched yet finds it (an empty family is not exported).
+        let reasons = Refusal::ALL.map(Refusal::as_str);
+        for reason in reasons.into_iter().chain([STANDBY]) {
+            let _ = m.triggers_dropped.get_or_create(&[("reason", reason)]);
+        }
         let r = registry.sub_registry_with_prefix("kube_sentinel_sentinel");
         r.register("events_seen", "Watch events seen", m.events_seen.clone());
         r.register(

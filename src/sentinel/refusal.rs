@@ -32,6 +32,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal.
+    pub const ALL: [Refusal; 4] = [
+        Self::OwnerNotFound,
+        Self::OwnerDeleting,
+        Self::OwnerPaused,
+        Self::SentinelDisabled,
+    ];
+
     /// The owner's state if the sentinel may trigger it, else why not.
     pub fn check(state: Option<&OwnerState>) -> Result<&OwnerState, Refusal> {
         let state = state.ok_or(Self::OwnerNotFound)?;

@@ -3,6 +3,7 @@
 
 mod bad_objects;
 mod bench;
+mod dashboard;
 mod demo;
 mod deploy;
 mod drift_policy;

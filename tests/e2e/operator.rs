@@ -224,6 +224,11 @@ pub(crate) mod running {
     /// Starts the sentinel for `ns` as its ServiceAccount (its manifests applied), with
     /// `extra` flags, and waits until it is ready.
     pub async fn start_sentinel(ns: &str, extra: &[&str]) -> Program {
+        start_sentinel_on_port(ns, extra).await.0
+    }
+
+    /// [`start_sentinel`], and its metrics port.
+    pub async fn start_sentinel_on_port(ns: &str, extra: &[&str]) -> (Program, u16) {
         let cp = control_plane();
         support::apply_component_manifests(&cp.admin().await, "sentinel", ns).await;
         let kubeconfig = cp.service_account_kubeconfig_file(ns, "sentinel").await;
@@ -236,7 +241,7 @@ pub(crate) mod running {
             (http_get(port, "/readyz").await.as_deref() == Some("ok")).then_some(())
         })
         .await;
-        sentinel
+        (sentinel, port)
     }
 
     /// The body of `GET path` on the operator's metrics port, trimmed, if it answers 200.
@@ -746,7 +751,9 @@ pub(crate) mod running {
             let text = http_get(op.port, "/metrics").await.unwrap_or_default();
             text.lines()
                 .find_map(|l| {
-                    l.strip_prefix("kube_sentinel_operator_workqueue_adds_total{lane=\"fast\"} ")
+                    l.strip_prefix(
+                        "workqueue_adds_total{controller=\"statefulcluster\",name=\"statefulcluster-fast\"} ",
+                    )
                 })
                 .and_then(|n| n.trim().parse::<u64>().ok())
                 .unwrap_or(0)

@@ -240,11 +240,15 @@ impl Context {
                 requeue: Requeue::Done,
             });
         }
+        let started = tokio::time::Instant::now();
         let (path, result) = match (cr.pending_trigger(), secrets) {
             (Some(_), _) => (ReconcilePath::Fast, self.fast(&cr, times).await),
             (None, Some(hint)) => (ReconcilePath::Fast, self.repair_secrets(&cr, hint).await),
             (None, None) => (ReconcilePath::Full, self.full(&cr).await),
         };
+        self.metrics
+            .controller_runtime
+            .record(&result, started.elapsed());
         let label = if result.is_ok() { "ok" } else { "error" };
         self.metrics
             .reconciles
