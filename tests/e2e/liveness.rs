@@ -309,7 +309,7 @@ async fn a_revert_the_api_server_keeps_refusing_ends_failed_and_the_full_path_st
 // A stalled API server, on a control plane of this test's own.
 
 /// Whether `/readyz` on `port` answers `ok`.
-async fn ready(port: u16) -> bool {
+pub(crate) async fn ready(port: u16) -> bool {
     support::http_ok_body(port, "/readyz").await.as_deref() == Some("ok")
 }
 
@@ -319,7 +319,7 @@ async fn live(port: u16) -> bool {
 
 /// The sentinel and the operator of `ns` on `plane`, each as its ServiceAccount, with short
 /// timeouts; their metrics ports.
-async fn start_programs(
+pub(crate) async fn start_programs(
     plane: &ControlPlane,
     ns: &str,
     dir: &std::path::Path,

@@ -16,6 +16,7 @@ mod identity;
 mod leader;
 mod leadership_deletions;
 mod liveness;
+mod lock;
 mod managed_fields_wipe;
 mod operator;
 mod operator_owned;

@@ -328,6 +328,7 @@ pub async fn apply_component_manifests(client: &Client, component: &str, namespa
         .expect("deploy dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| !is_kustomization(p))
         .collect();
     files.sort();
     for file in files {
@@ -341,6 +342,11 @@ pub async fn apply_component_manifests(client: &Client, component: &str, namespa
             .await
             .unwrap_or_else(|e| panic!("apply {}: {e:#}", file.display()));
     }
+}
+
+/// Whether `path` is a kustomization (not a manifest).
+pub fn is_kustomization(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "kustomization.yaml")
 }
 
 /// Rewrites manifests written for namespace `kube-sentinel` to `namespace`.
@@ -463,6 +469,18 @@ pub fn kubectl() -> &'static Path {
 /// Runs kubectl with `args` (and `stdin`), as the user of `kubeconfig`; its stdout, or a
 /// panic with its stderr.
 pub fn run_kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl_output(kubeconfig, args, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubectl {args:?}: {stderr}");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Runs kubectl with `args` (and `stdin`), as the user of `kubeconfig`; whatever it did.
+pub fn kubectl_output(
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     use std::io::Write as _;
     let mut child = std::process::Command::new(kubectl())
         .arg("--kubeconfig")
@@ -477,8 +495,5 @@ pub fn run_kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Str
         input.write_all(text.as_bytes()).expect("kubectl stdin");
     }
     drop(child.stdin.take());
-    let out = child.wait_with_output().expect("kubectl");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "kubectl {args:?}: {stderr}");
-    String::from_utf8(out.stdout).expect("UTF-8 output")
+    child.wait_with_output().expect("kubectl")
 }
