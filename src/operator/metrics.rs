@@ -14,9 +14,7 @@ use kube::{ResourceExt, runtime::watcher};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{
-        counter::Counter, family::Family, gauge::Gauge, histogram::Histogram as PromHistogram,
-    },
+    metrics::{counter::Counter, exemplar::HistogramWithExemplars, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
@@ -74,6 +72,19 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// The exemplar of a revert latency: the trigger it reverted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerExemplar {
+    /// `status.sentinel.triggerID`.
+    pub trigger_id: String,
+}
+
+type LatencyHistogram = HistogramWithExemplars<TriggerExemplar>;
+
+fn latency_histogram() -> LatencyHistogram {
+    HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter())
+}
+
 /// HdrHistogram-backed recorders: wait-free on record; the per-resource map is locked only to
 /// find or add a resource's recorder.
 #[derive(Default)]
@@ -129,7 +140,7 @@ pub struct Metrics {
     pub reverts_held: Counter,
     /// Every reconcile again, in controller-runtime's vocabulary.
     pub controller_runtime: ReconcileMetrics,
-    latency: Family<SinceLabels, PromHistogram>,
+    latency: Family<SinceLabels, HistogramWithExemplars<TriggerExemplar>, fn() -> LatencyHistogram>,
     hdr: Arc<Hdr>,
 }
 
@@ -145,7 +156,7 @@ impl Metrics {
             drift_fights: Counter::default(),
             reverts_held: Counter::default(),
             controller_runtime: ReconcileMetrics::register(registry),
-            latency: Family::new_with_constructor(|| PromHistogram::new(LATENCY_BUCKETS)),
+            latency: Family::new_with_constructor(latency_histogram),
             hdr: Arc::default(),
         };
         registry.register(
@@ -205,11 +216,36 @@ impl Metrics {
 
     /// Records one latency for `resource` (`namespace/name`).
     pub fn record_latency(&self, resource: &str, since: Since, latency: Duration) {
+        self.record(resource, since, latency, None);
+    }
+
+    /// Records one latency of the revert of trigger `trigger_id` for `resource`; the trigger
+    /// is the histogram bucket's exemplar (OpenMetrics), so a slow bucket leads to its trigger.
+    pub fn record_trigger_latency(
+        &self,
+        resource: &str,
+        since: Since,
+        latency: Duration,
+        trigger_id: &str,
+    ) {
+        let exemplar = TriggerExemplar {
+            trigger_id: trigger_id.to_string(),
+        };
+        self.record(resource, since, latency, Some(exemplar));
+    }
+
+    fn record(
+        &self,
+        resource: &str,
+        since: Since,
+        latency: Duration,
+        exemplar: Option<TriggerExemplar>,
+    ) {
         self.latency
             .get_or_create(&SinceLabels {
                 since: since.label(),
             })
-            .observe(latency.as_secs_f64());
+            .observe(latency.as_secs_f64(), exemplar, None);
         let overall = match since {
             Since::Detected => &self.hdr.detected,
             Since::Triggered => &self.hdr.triggered,
@@ -346,6 +382,27 @@ mod tests {
         assert!(!text.contains("# ns/b "), "{text}");
         // The overall recorders keep every revert.
         assert!(text.contains("# overall since=detected: n=3 "), "{text}");
+    }
+
+    #[test]
+    fn a_reverts_latency_carries_its_trigger_as_the_exemplar() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.record_trigger_latency(
+            "ns/db",
+            Since::Detected,
+            Duration::from_millis(2200),
+            "t-1",
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        let bucket = text
+            .lines()
+            .find(|l| {
+                l.starts_with("kube_sentinel_operator_revert_latency_seconds_bucket{le=\"2.5\"")
+            })
+            .expect("the 2.5 s bucket");
+        assert!(bucket.contains(r#"# {trigger_id="t-1"} 2.2"#), "{bucket}");
     }
 
     #[test]

@@ -298,7 +298,12 @@ impl Context {
             (trigger.triggered_at.as_ref(), Since::Triggered),
         ] {
             if let Some(latency) = since(at, verified_at) {
-                self.metrics.record_latency(resource, which, latency);
+                match trigger.trigger_id.as_deref() {
+                    Some(id) => self
+                        .metrics
+                        .record_trigger_latency(resource, which, latency, id),
+                    None => self.metrics.record_latency(resource, which, latency),
+                }
             }
         }
     }
