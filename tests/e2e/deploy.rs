@@ -97,32 +97,10 @@ fn normalize(line: &str) -> String {
 
 #[tokio::test]
 async fn the_kustomization_renders_applies_for_real_and_grants_what_the_operations_page_lists() {
-    let config = kube_sentinel::testenv::ControlPlaneConfig::from_build_script()
-        .expect("control-plane binaries");
-    let (plane, admin) = crate::support::own_control_plane(config, "deploy-e2e").await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let admin_kubeconfig = dir.path().join("admin.kubeconfig");
-    plane
-        .write_admin_kubeconfig(&admin_kubeconfig)
-        .expect("admin kubeconfig");
-    let rendered = run_kubectl(
-        &admin_kubeconfig,
-        &["kustomize", &format!("{REPO}/deploy")],
-        None,
-    );
-    let applied = run_kubectl(
-        &admin_kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "e2e",
-            "-f",
-            "-",
-        ],
-        Some(&rendered),
-    );
-    let documents = kube_sentinel::manifests::parse(&rendered).expect("rendered YAML");
+    let installed = crate::support::install_on_own_plane("deploy-e2e", "").await;
+    let (plane, admin, dir) = (&installed.plane, &installed.admin, &installed.dir);
+    let (rendered, applied) = (&installed.rendered, &installed.applied);
+    let documents = kube_sentinel::manifests::parse(rendered).expect("rendered YAML");
     assert_eq!(
         applied
             .lines()

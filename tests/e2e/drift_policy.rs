@@ -48,6 +48,25 @@ async fn replicas(sts: &Api<StatefulSet>) -> Option<i32> {
     sts.get("db").await.ok()?.spec.replicas
 }
 
+/// Waits until `what`: the StatefulSet runs the desired image again.
+async fn image_reverted(sts: &Api<StatefulSet>, what: &str) {
+    eventually(WAIT, what, || async {
+        (image(sts).await.as_deref() == Some(DESIRED_IMAGE)).then_some(())
+    })
+    .await;
+}
+
+/// Waits until `db`'s pending trigger is acknowledged; the resource then.
+async fn acknowledged(clusters: &Api<StatefulCluster>) -> StatefulCluster {
+    eventually(WAIT, "the trigger acknowledged", || async {
+        let cr = clusters.get("db").await.ok()?;
+        let s = cr.status.as_ref()?.sentinel.as_ref()?;
+        (s.last_handled_trigger_id.is_some() && s.last_handled_trigger_id == s.trigger.trigger_id)
+            .then_some(cr)
+    })
+    .await
+}
+
 fn trigger_id(cr: &StatefulCluster) -> Option<String> {
     cr.status
         .as_ref()?
@@ -122,17 +141,8 @@ async fn an_ignored_field_is_neither_drift_nor_reverted_while_the_rest_still_is(
     // A scale and an image change in the same second: the image is reverted, the scale kept.
     scale(4).await;
     set_image(&sts, "kubectl-patch", "registry.k8s.io/pause:evil").await;
-    eventually(WAIT, "the image reverted", || async {
-        (image(&sts).await.as_deref() == Some(DESIRED_IMAGE)).then_some(())
-    })
-    .await;
-    let cr = eventually(WAIT, "the trigger acknowledged", || async {
-        let cr = clusters.get("db").await.ok()?;
-        let s = cr.status.as_ref()?.sentinel.as_ref()?;
-        (s.last_handled_trigger_id.is_some() && s.last_handled_trigger_id == s.trigger.trigger_id)
-            .then_some(cr)
-    })
-    .await;
+    image_reverted(&sts, "the image reverted").await;
+    let cr = acknowledged(&clusters).await;
     let sentinel = cr.status.and_then(|s| s.sentinel).expect("sentinel");
     assert_eq!(sentinel.last_outcome, Some(Outcome::Corrected));
     // The full reconcile that follows does not take the replicas back either.
@@ -152,13 +162,7 @@ async fn warn_mode_reports_drift_and_leaves_it_until_revert_is_chosen_again() {
     let clusters: Api<StatefulCluster> = Api::namespaced(s.admin.clone(), &s.ns);
     let events: Api<Event> = Api::namespaced(s.admin.clone(), &s.ns);
     set_image(&sts, "kubectl-patch", "registry.k8s.io/pause:evil").await;
-    let cr = eventually(WAIT, "the trigger acknowledged", || async {
-        let cr = clusters.get("db").await.ok()?;
-        let s = cr.status.as_ref()?.sentinel.as_ref()?;
-        (s.last_handled_trigger_id.is_some() && s.last_handled_trigger_id == s.trigger.trigger_id)
-            .then_some(cr)
-    })
-    .await;
+    let cr = acknowledged(&clusters).await;
     let sentinel = cr.status.and_then(|s| s.sentinel).expect("sentinel");
     assert_eq!(sentinel.last_outcome, Some(Outcome::Detected));
     let event = eventually(WAIT, "a DriftDetected Event", || async {
@@ -195,10 +199,7 @@ async fn warn_mode_reports_drift_and_leaves_it_until_revert_is_chosen_again() {
         )
         .await
         .expect("revert mode");
-    eventually(WAIT, "the image reverted", || async {
-        (image(&sts).await.as_deref() == Some(DESIRED_IMAGE)).then_some(())
-    })
-    .await;
+    image_reverted(&sts, "the image reverted").await;
 }
 
 /// How long the fighter re-drifts, and how often.
@@ -270,17 +271,11 @@ async fn a_fight_is_backed_off_for_that_object_only_and_ends_when_the_fighter_st
     );
     // The fighter stopped: its last drift is reverted when the hold ends, and once the window
     // has passed the next drift is reverted at once again.
-    eventually(WAIT, "the last drift reverted after its hold", || async {
-        (image(&sts).await.as_deref() == Some(DESIRED_IMAGE)).then_some(())
-    })
-    .await;
+    image_reverted(&sts, "the last drift reverted after its hold").await;
     tokio::time::sleep(Duration::from_secs(within + 1)).await;
     let drifted = tokio::time::Instant::now();
     set_image(&sts, "fighter", "registry.k8s.io/pause:fight").await;
-    eventually(WAIT, "the next drift reverted", || async {
-        (image(&sts).await.as_deref() == Some(DESIRED_IMAGE)).then_some(())
-    })
-    .await;
+    image_reverted(&sts, "the next drift reverted").await;
     let took = drifted.elapsed();
     assert!(took < Duration::from_secs(10), "reverted after {took:?}");
 }

@@ -11,13 +11,13 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Service},
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube_sentinel::{operator::crd::StatefulCluster, testenv::ControlPlaneConfig};
+use kube_sentinel::operator::crd::StatefulCluster;
 use serde_json::json;
 
 use crate::{
     liveness::{ready, start_programs},
     operator::running::{Kubelet, cluster, create, wait_ready},
-    support::{self, REPO, eventually, kubectl_output, run_kubectl},
+    support::{self, eventually, kubectl_output, run_kubectl},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -31,34 +31,12 @@ async fn replicas(sts: &Api<StatefulSet>) -> Option<i32> {
 
 #[tokio::test]
 async fn the_lock_warns_or_denies_foreign_edits_and_admits_the_operator_and_the_controllers() {
-    let config = ControlPlaneConfig::from_build_script().expect("control-plane binaries");
-    let (plane, admin) = support::own_control_plane(config, NS).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("admin.kubeconfig");
-    plane
-        .write_admin_kubeconfig(&kubeconfig)
-        .expect("kubeconfig");
-    let rendered = run_kubectl(
-        &kubeconfig,
-        &["kustomize", &format!("{REPO}/deploy/overlays/lock")],
-        None,
-    );
-    run_kubectl(
-        &kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "e2e",
-            "-f",
-            "-",
-        ],
-        Some(&rendered),
-    );
+    let installed = support::install_on_own_plane(NS, "overlays/lock").await;
+    let (plane, admin, kubeconfig) = (&installed.plane, &installed.admin, &installed.kubeconfig);
     // The managed cluster's pods (a bare pause image) share the programs' namespace here,
     // which enforces the "restricted" profile they do not meet.
     run_kubectl(
-        &kubeconfig,
+        kubeconfig,
         &[
             "label",
             "namespace",
@@ -69,19 +47,19 @@ async fn the_lock_warns_or_denies_foreign_edits_and_admits_the_operator_and_the_
         None,
     );
     let (_operator, op_port, _sentinel, sentinel_port) =
-        start_programs(&plane, NS, dir.path()).await;
+        start_programs(plane, NS, installed.dir.path()).await;
     eventually(WAIT, "both programs Ready", || async {
         (ready(op_port).await && ready(sentinel_port).await).then_some(())
     })
     .await;
     let _kubelet = Kubelet::start(admin.clone(), NS);
-    create(&admin, NS, &cluster("db", json!({}))).await;
+    create(admin, NS, &cluster("db", json!({}))).await;
     // Ready needs the StatefulSet's status, which the controller manager writes: admitted.
-    wait_ready(&admin, NS, "db").await;
+    wait_ready(admin, NS, "db").await;
     let sts: Api<StatefulSet> = Api::namespaced(admin.clone(), NS);
     let patch = |replicas: i32| {
         kubectl_output(
-            &kubeconfig,
+            kubeconfig,
             &[
                 "patch",
                 "statefulset",
@@ -114,7 +92,7 @@ async fn the_lock_warns_or_denies_foreign_edits_and_admits_the_operator_and_the_
 
     // Deny: the same patch is refused with the policy's message.
     run_kubectl(
-        &kubeconfig,
+        kubeconfig,
         &[
             "patch",
             "validatingadmissionpolicybinding",

@@ -497,3 +497,47 @@ pub fn kubectl_output(
     drop(child.stdin.take());
     child.wait_with_output().expect("kubectl")
 }
+
+/// A control plane of the test's own where `deploy/<kustomization>` was rendered by
+/// `kubectl kustomize` and applied for real with server-side apply, as the admin.
+pub struct Installed {
+    pub plane: testenv::ControlPlane,
+    pub admin: Client,
+    /// Holds the admin kubeconfig and whatever else the test writes.
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    /// What `kubectl kustomize` rendered.
+    pub rendered: String,
+    /// What `kubectl apply` printed.
+    pub applied: String,
+}
+
+/// Installs `deploy/<kustomization>` on a control plane of its own with namespace `ns`.
+pub async fn install_on_own_plane(ns: &str, kustomization: &str) -> Installed {
+    let config = testenv::ControlPlaneConfig::from_build_script().expect("control-plane binaries");
+    let (plane, admin) = own_control_plane(config, ns).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    plane
+        .write_admin_kubeconfig(&kubeconfig)
+        .expect("admin kubeconfig");
+    let path = format!("{REPO}/deploy/{kustomization}");
+    let rendered = run_kubectl(&kubeconfig, &["kustomize", &path], None);
+    let apply = [
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "e2e",
+        "-f",
+        "-",
+    ];
+    let applied = run_kubectl(&kubeconfig, &apply, Some(&rendered));
+    Installed {
+        plane,
+        admin,
+        dir,
+        kubeconfig,
+        rendered,
+        applied,
+    }
+}
