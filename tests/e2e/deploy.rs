@@ -27,6 +27,7 @@ async fn every_deploy_manifest_passes_a_server_side_dry_run() {
         "identity",
         "samples",
         "overlays/lock",
+        "overlays/namespaced",
     ] {
         let dir = format!("{REPO}/deploy/{component}");
         for entry in std::fs::read_dir(&dir).expect("deploy dir") {

@@ -13,6 +13,7 @@ mod finalizers;
 mod flags;
 mod forged_status;
 mod identity;
+mod installs;
 mod leader;
 mod leadership_deletions;
 mod liveness;
