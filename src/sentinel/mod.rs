@@ -34,7 +34,7 @@ pub mod refusal;
 pub mod sink;
 pub mod trigger;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
 use futures::{FutureExt, Sink, Stream, StreamExt};
@@ -65,12 +65,7 @@ pub async fn run(
     let client = args.common.client().await?;
     let identity = args.common.identity();
     let shutdown = shutdown.shared();
-    let telemetry = Telemetry::serve(
-        args.metrics_addr,
-        args.unreachable_after,
-        args.common.liveness_limit(),
-        shutdown.clone(),
-    );
+    let telemetry = Telemetry::serve(&args, shutdown.clone());
     let metrics = telemetry.metrics.clone();
     let leadership = args.common.leadership(&client, &identity).await?;
     let namespace = args.namespace.as_deref();
@@ -177,22 +172,17 @@ struct Telemetry {
 }
 
 impl Telemetry {
-    /// Registers the metrics and serves them on `addr` until `shutdown`.
-    fn serve(
-        addr: SocketAddr,
-        unreachable_after: Duration,
-        liveness_limit: Duration,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Self {
+    /// Registers the metrics and serves them on `--metrics-addr` until `shutdown`.
+    fn serve(args: &SentinelArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Self {
         let mut registry = Registry::default();
         let metrics = SentinelMetrics::register(&mut registry);
         crate::api_client::register(&mut registry);
         let health = Health::new();
         let synced = health.gate("watches-synced");
-        let reachability = Reachability::new(health.gate("api-reachable"), unreachable_after);
-        let heartbeat = health.heartbeat("pipeline", liveness_limit);
+        let reachability = Reachability::new(health.gate("api-reachable"), args.unreachable_after);
+        let heartbeat = health.heartbeat("pipeline", args.common.liveness_limit());
         let server = tokio::spawn(telemetry::serve(
-            addr,
+            args.metrics_addr,
             telemetry::router(health, Arc::new(registry)),
             shutdown,
         ));
