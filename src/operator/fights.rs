@@ -282,7 +282,7 @@ impl Fights {
         active
     }
 
-    /// Objects held back at `now`, over every resource (the gauge).
+    /// Objects held back at `now`, over every resource (`kube_sentinel_operator_objects_held`).
     pub fn held(&self, now: Timestamp) -> usize {
         self.lock()
             .values()

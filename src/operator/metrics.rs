@@ -138,6 +138,8 @@ pub struct Metrics {
     pub drift_fights: Counter,
     /// Reverts held back by a fight's backoff.
     pub reverts_held: Counter,
+    /// Objects whose revert is held back now.
+    pub objects_held: Gauge,
     /// Every reconcile again, in controller-runtime's vocabulary.
     pub controller_runtime: ReconcileMetrics,
     latency: Family<SinceLabels, HistogramWithExemplars<TriggerExemplar>, fn() -> LatencyHistogram>,
@@ -155,6 +157,7 @@ impl Metrics {
             undecodable: Counter::default(),
             drift_fights: Counter::default(),
             reverts_held: Counter::default(),
+            objects_held: Gauge::default(),
             controller_runtime: ReconcileMetrics::register(registry),
             latency: Family::new_with_constructor(latency_histogram),
             hdr: Arc::default(),
@@ -193,6 +196,11 @@ impl Metrics {
             "kube_sentinel_operator_reverts_held",
             "Reverts held back by a fight's backoff (counted each time a drifted object is left until its hold ends)",
             metrics.reverts_held.clone(),
+        );
+        registry.register(
+            "kube_sentinel_operator_objects_held",
+            "Objects whose revert a fight's backoff holds back now",
+            metrics.objects_held.clone(),
         );
         registry.register(
             "kube_sentinel_operator_revert_latency_seconds",

@@ -19,6 +19,8 @@
 //! stays (it is the API server's record, and it shares the operator's fields, which the
 //! operator's Apply entry owns again), so every later pass over that object costs one dry run.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 
 use kube::{
@@ -137,14 +139,14 @@ pub async fn converge_from(
         .ok_or(Error::Incomplete("name"))?
         .to_string();
     let context = format!("{kind} {name}");
-    let desired = match &before {
+    let desired: Cow<'_, Value> = match &before {
         Some(before) if !ignore.is_empty() => {
             let live = serde_json::to_value(before).map_err(|e| Error::Json("object", e))?;
-            keep_ignored(desired, &live, ignore)
+            Cow::Owned(keep_ignored(desired, &live, ignore))
         }
-        _ => desired.clone(),
+        _ => Cow::Borrowed(desired),
     };
-    let desired = &desired;
+    let desired = desired.as_ref();
     let baseline = match &before {
         Some(before) if ownership_wiped(before) => server_baseline(api, desired, &context).await,
         _ => None,

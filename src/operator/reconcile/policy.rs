@@ -132,6 +132,10 @@ impl Context {
     /// Reports what fights `changes` reveal: a `DriftFighting` Event per fight recognised, and
     /// the reverts held.
     pub(super) async fn report_fights(&self, cr: &StatefulCluster, changes: &[ObjectChange]) {
+        let held = self.fights.held(jiff::Timestamp::now());
+        self.metrics
+            .objects_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
         for change in changes {
             if let Action::Held { until } = change.action {
                 self.metrics.reverts_held.inc();
