@@ -137,15 +137,11 @@ async fn each_program_may_write_only_its_own_lease() {
 }
 
 /// `deploy/identity/field-managers.yaml` for namespace `ns` (its operator's ServiceAccount is
-/// `<ns>-operator` there), its binding limited to `ns` so that other tests are not judged.
+/// `<ns>-operator` there), its bindings limited to `ns` so that other tests are not judged.
 fn field_manager_policy(ns: &str) -> String {
     let text = std::fs::read_to_string(format!("{REPO}/deploy/identity/field-managers.yaml"))
         .expect("deploy/identity/field-managers.yaml");
-    let text = relocate(&text, ns).replace(
-        &format!("system:serviceaccount:{ns}:kube-sentinel-operator'"),
-        &format!("system:serviceaccount:{ns}:{ns}-operator'"),
-    );
-    let mut docs = kube_sentinel::manifests::parse(&text).expect("parse");
+    let mut docs = kube_sentinel::manifests::parse(&relocate(&text, ns)).expect("parse");
     for doc in &mut docs {
         if doc["kind"] == "ValidatingAdmissionPolicyBinding" {
             doc["spec"]["matchResources"] = json!({"namespaceSelector": {"matchLabels": {
@@ -172,7 +168,9 @@ async fn reserved_field_manager_names_belong_to_their_identities() {
     let admin = cp.admin().await;
     crate::support::install_crd(&admin).await;
     let ns = cp.namespace("id-managers").await;
+    // Both ServiceAccounts: each is the parameter of its binding of the policy.
     apply_component_manifests(&admin, "operator", &ns).await;
+    apply_component_manifests(&admin, "sentinel", &ns).await;
     kube_sentinel::manifests::apply(&admin, &field_manager_policy(&ns), "e2e", &ns)
         .await
         .expect("apply the field-manager policy");

@@ -23,6 +23,7 @@ mod operator;
 mod operator_owned;
 mod operator_relist;
 mod ownership;
+mod relocated_install;
 mod sentinel;
 mod sentinel_security;
 mod smoke;

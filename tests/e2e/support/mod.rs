@@ -355,14 +355,6 @@ pub fn relocate(text: &str, namespace: &str) -> String {
         "namespace: kube-sentinel\n",
         &format!("namespace: {namespace}\n"),
     )
-    .replace(
-        "system:serviceaccount:kube-sentinel:",
-        &format!("system:serviceaccount:{namespace}:"),
-    )
-    .replace(
-        "orValue('') == 'kube-sentinel'",
-        &format!("orValue('') == '{namespace}'"),
-    )
     .replace("name: kube-sentinel-", &format!("name: {namespace}-"))
     .replace(
         "policyName: kube-sentinel-",
@@ -514,6 +506,13 @@ pub struct Installed {
 
 /// Installs `deploy/<kustomization>` on a control plane of its own with namespace `ns`.
 pub async fn install_on_own_plane(ns: &str, kustomization: &str) -> Installed {
+    install_kustomization_on_own_plane(ns, Path::new(&format!("{REPO}/deploy/{kustomization}")))
+        .await
+}
+
+/// Installs the kustomization in directory `path` on a control plane of its own with
+/// namespace `ns`.
+pub async fn install_kustomization_on_own_plane(ns: &str, path: &Path) -> Installed {
     let config = testenv::ControlPlaneConfig::from_build_script().expect("control-plane binaries");
     let (plane, admin) = own_control_plane(config, ns).await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -521,8 +520,8 @@ pub async fn install_on_own_plane(ns: &str, kustomization: &str) -> Installed {
     plane
         .write_admin_kubeconfig(&kubeconfig)
         .expect("admin kubeconfig");
-    let path = format!("{REPO}/deploy/{kustomization}");
-    let rendered = run_kubectl(&kubeconfig, &["kustomize", &path], None);
+    let path = path.to_str().expect("a UTF-8 path");
+    let rendered = run_kubectl(&kubeconfig, &["kustomize", path], None);
     let apply = [
         "apply",
         "--server-side",
