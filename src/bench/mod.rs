@@ -20,7 +20,7 @@
 mod backlog;
 mod breakdown;
 mod churn;
-mod fleet;
+pub(crate) mod fleet;
 mod observe;
 mod options;
 mod plots;
@@ -28,7 +28,7 @@ mod progress;
 mod report;
 mod scale;
 mod scenarios;
-mod steady;
+pub(crate) mod steady;
 mod target;
 mod writes;
 

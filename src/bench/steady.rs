@@ -66,6 +66,21 @@ pub(crate) struct SteadyResult {
     pub breakdown: Breakdown,
     /// What the programs wrote to the API server meanwhile.
     pub api_writes: ApiWrites,
+    /// Every revert seen: when its drift was written and how long it took.
+    pub reverts: Vec<Revert>,
+    /// The drifts still pending when the run ended (not seen reverted): the resource's index,
+    /// the kind, its object's state before the drift. A later read may find them reverted
+    /// (a revert made while the generator's own watch was down is never seen by it).
+    pub unconfirmed: Vec<(usize, DriftKind, Baseline)>,
+}
+
+/// One drift seen reverted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Revert {
+    /// When the drift's write returned.
+    pub written: Instant,
+    /// Drift→revert.
+    pub latency: Duration,
 }
 
 impl SteadyResult {
@@ -82,6 +97,8 @@ impl SteadyResult {
             breakdown: Breakdown::new(),
             api_writes: ApiWrites::default(),
             by_kind: Vec::new(),
+            reverts: Vec::new(),
+            unconfirmed: Vec::new(),
         }
     }
 
@@ -190,6 +207,10 @@ pub(crate) async fn run(admin: &Client, fleet: &Fleet, load: Load<'_>) -> Steady
     }
     progress.finish();
     result.lost = pending.len() as u64;
+    result.unconfirmed = pending
+        .into_iter()
+        .map(|(i, p)| (i, p.kind, p.baseline))
+        .collect();
     result
 }
 
@@ -247,6 +268,10 @@ fn check_revert(
         return None;
     }
     let elapsed = written.elapsed();
+    result.reverts.push(Revert {
+        written,
+        latency: elapsed,
+    });
     result.latency.record(elapsed);
     result.record_kind(p.kind, elapsed);
     result.reverted += 1;

@@ -58,15 +58,18 @@ impl fmt::Display for ProgramKind {
 /// closes (`--exit-on-stdin-eof`), so it cannot outlive us, and is killed if dropped.
 pub(crate) struct Program {
     kind: ProgramKind,
+    /// Its log's name, and its identity where replicas run side by side.
+    name: String,
     process: ChildProcess,
     port: u16,
 }
 
 impl Program {
-    /// Starts `kind` with `kubeconfig`, its metrics on a free loopback port and its log in
-    /// `<logs>/<program>.log`.
+    /// Starts `kind` as `name` with `kubeconfig`, its metrics on a free loopback port and its
+    /// log in `<logs>/<name>.log`.
     pub(crate) fn spawn(
         kind: ProgramKind,
+        name: &str,
         kubeconfig: &Path,
         logs: &Path,
         extra_flags: &[String],
@@ -86,10 +89,11 @@ impl Program {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             );
-        let log = logs.join(format!("{kind}.log"));
-        let process = ChildProcess::spawn(format!("the {kind}"), command, Tie::StdinPipe, log)?;
+        let log = logs.join(format!("{name}.log"));
+        let process = ChildProcess::spawn(format!("the {name}"), command, Tie::StdinPipe, log)?;
         Ok(Self {
             kind,
+            name: name.to_string(),
             process,
             port,
         })
@@ -103,6 +107,16 @@ impl Program {
     /// Which program it is.
     pub(crate) fn kind(&self) -> ProgramKind {
         self.kind
+    }
+
+    /// The name it was started as.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Kills it with SIGKILL, as a crash or a node loss would, and waits for it.
+    pub(crate) fn kill(&mut self) {
+        self.process.kill();
     }
 
     /// Its metrics port on `127.0.0.1`.
@@ -182,8 +196,33 @@ impl Programs {
             kind.subcommand(),
         )
         .await?;
-        self.0.push(Program::spawn(kind, &kubeconfig, logs, flags)?);
+        let name = kind.subcommand();
+        self.0.push(Program::spawn(kind, name, &kubeconfig, logs, flags)?);
         Ok(())
+    }
+
+    /// Starts `kind` as `name` with `kubeconfig` and `flags` besides the usual ones, without
+    /// waiting for it to be ready: one of several replicas.
+    pub(crate) fn spawn_named(
+        &mut self,
+        kind: ProgramKind,
+        name: &str,
+        kubeconfig: &Path,
+        logs: &Path,
+        flags: &[String],
+    ) -> Result<()> {
+        self.0
+            .push(Program::spawn(kind, name, kubeconfig, logs, flags)?);
+        Ok(())
+    }
+
+    /// Kills the program started as `name` (SIGKILL) and forgets it; whether it ran.
+    pub(crate) fn kill(&mut self, name: &str) -> bool {
+        let Some(index) = self.0.iter().position(|p| p.name == name) else {
+            return false;
+        };
+        self.0.remove(index).kill();
+        true
     }
 
     /// Stops `kind` if it runs, starts it again with `flags` and waits until it is ready.

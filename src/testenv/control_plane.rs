@@ -52,12 +52,22 @@ impl Ports {
 /// A running control plane. Dropping it kills the processes; [`ControlPlane::stop`] stops them
 /// gracefully and removes the data directory.
 pub struct ControlPlane {
-    components: Vec<ChildProcess>,
+    components: Vec<Component>,
     data_dir: Option<tempfile::TempDir>,
     server: String,
     pki: Pki,
     admin_kubeconfig: Kubeconfig,
     etcd_port: u16,
+    bin_dir: PathBuf,
+    ready_timeout: Duration,
+}
+
+/// A component's process and what started it, to start it again after a fault.
+struct Component {
+    process: ChildProcess,
+    args: Vec<String>,
+    /// How many times it was started (its log is `<name>.log`, then `<name>.<starts>.log`).
+    starts: u32,
 }
 
 impl ControlPlane {
@@ -84,6 +94,8 @@ impl ControlPlane {
             server,
             pki,
             etcd_port: ports.etcd,
+            bin_dir: config.bin_dir.clone(),
+            ready_timeout: config.ready_timeout,
         };
         let started = Instant::now();
         plane.start_etcd(&config, &ports).await?;
@@ -99,7 +111,7 @@ impl ControlPlane {
 
     async fn start_etcd(&mut self, config: &ControlPlaneConfig, ports: &Ports) -> Result<()> {
         let args = etcd_args(self.dir(), ports);
-        self.spawn(config, "etcd", &args)?;
+        self.spawn("etcd", args)?;
         self.wait_for_port(ports.etcd, config.ready_timeout)
             .await
             .context("waiting for etcd")
@@ -125,7 +137,7 @@ impl ControlPlane {
             ));
         }
         args.extend(config.apiserver_flags.iter().cloned());
-        self.spawn(config, "kube-apiserver", &args)?;
+        self.spawn("kube-apiserver", args)?;
         let probe = quiet_client_from_kubeconfig(self.admin_kubeconfig.clone()).await?;
         self.wait_for_readyz(&probe, config.ready_timeout)
             .await
@@ -150,20 +162,58 @@ impl ControlPlane {
         );
         kubeconfig::write(&identity, &kubeconfig_path)?;
         let args = controller_manager_args(&kubeconfig_path, ports, files);
-        self.spawn(config, "kube-controller-manager", &args)?;
+        self.spawn("kube-controller-manager", args)?;
         self.wait_for_default_service_account(admin, config.ready_timeout)
             .await
             .context("waiting for kube-controller-manager")
     }
 
     /// Spawns the binary `name` of the bin directory, logging to `<data dir>/<name>.log`.
-    fn spawn(&mut self, config: &ControlPlaneConfig, name: &str, args: &[String]) -> Result<()> {
-        let mut command = Command::new(config.bin_dir.join(name));
-        command.args(args);
-        let log = self.dir().join(format!("{name}.log"));
-        let component = ChildProcess::spawn(name, command, Tie::ParentDeathSignal, log)?;
-        self.components.push(component);
+    fn spawn(&mut self, name: &str, args: Vec<String>) -> Result<()> {
+        let process = self.launch(name, &args, 1)?;
+        self.components.push(Component {
+            process,
+            args,
+            starts: 1,
+        });
         Ok(())
+    }
+
+    fn launch(&self, name: &str, args: &[String], starts: u32) -> Result<ChildProcess> {
+        let mut command = Command::new(self.bin_dir.join(name));
+        command.args(args);
+        let log = match starts {
+            1 => self.dir().join(format!("{name}.log")),
+            n => self.dir().join(format!("{name}.{n}.log")),
+        };
+        ChildProcess::spawn(name, command, Tie::ParentDeathSignal, log)
+    }
+
+    /// Kills component `name` (`etcd`, `kube-apiserver` or `kube-controller-manager`) with
+    /// SIGKILL, as a crash would, starts it again with the same flags and ports, and waits
+    /// until it serves again. The fault-injection suite's restarts.
+    pub async fn kill_and_restart(&mut self, name: &str) -> Result<()> {
+        let index = self
+            .components
+            .iter()
+            .position(|c| c.process.name() == name)
+            .with_context(|| format!("no component {name} in this control plane"))?;
+        self.components[index].process.kill();
+        let starts = self.components[index].starts + 1;
+        let process = self.launch(name, &self.components[index].args, starts)?;
+        let component = &mut self.components[index];
+        component.process = process;
+        component.starts = starts;
+        tracing::info!(component = name, starts, "control-plane component restarted");
+        match name {
+            "etcd" => self.wait_for_port(self.etcd_port, self.ready_timeout).await,
+            "kube-apiserver" => {
+                let probe = quiet_client_from_kubeconfig(self.admin_kubeconfig.clone()).await?;
+                self.wait_for_readyz(&probe, self.ready_timeout).await
+            }
+            _ => Ok(()),
+        }
+        .with_context(|| format!("waiting for the restarted {name}"))
     }
 
     fn dir(&self) -> PathBuf {
@@ -193,7 +243,7 @@ impl ControlPlane {
     pub fn pids(&self) -> Vec<(&str, u32)> {
         self.components
             .iter()
-            .filter_map(|c| c.pid().map(|p| (c.name(), p)))
+            .filter_map(|c| c.process.pid().map(|p| (c.process.name(), p)))
             .collect()
     }
 
@@ -248,7 +298,7 @@ impl ControlPlane {
     /// directory.
     pub async fn stop(mut self) {
         while let Some(component) = self.components.pop() {
-            component.stop(STOP_GRACE).await;
+            component.process.stop(STOP_GRACE).await;
         }
         if let Some(dir) = self.data_dir.take() {
             let path = dir.path().to_path_buf();
@@ -262,7 +312,7 @@ impl ControlPlane {
     pub fn check_running(&mut self) -> Result<()> {
         self.components
             .iter_mut()
-            .try_for_each(ChildProcess::check_running)
+            .try_for_each(|c| c.process.check_running())
     }
 
     async fn wait_for_port(&mut self, port: u16, timeout: Duration) -> Result<()> {
