@@ -53,6 +53,8 @@ pub mod demo;
 #[cfg(feature = "kubernetes")]
 pub mod events;
 #[cfg(feature = "kubernetes")]
+pub mod faults;
+#[cfg(feature = "kubernetes")]
 pub mod leader;
 #[cfg(feature = "kubernetes")]
 pub mod manifests;

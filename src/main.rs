@@ -37,12 +37,25 @@ enum Command {
     /// Measure drift→revert under synthetic drift load on a local control plane, ours beside
     /// baselines (no fast lane, no sentinel), and write the figures.
     Bench(BenchArgs),
+    /// Inject faults (crashes, hangs, a slow or broken network, 429s, 500s, expired watches)
+    /// under steady drift on a local control plane and check that nothing is lost.
+    Faults(FaultsArgs),
     /// Run the operator: reconcile StatefulClusters, triggers from the sentinel first.
     Operator(kube_sentinel::operator::OperatorArgs),
     /// Print the StatefulCluster CustomResourceDefinition as YAML (`kubectl apply -f -`).
     Crd,
     /// Watch managed infrastructure and trigger the owning custom resource on drift.
     Sentinel(kube_sentinel::sentinel::SentinelArgs),
+}
+
+#[derive(Args)]
+struct FaultsArgs {
+    #[command(flatten)]
+    options: kube_sentinel::faults::FaultOptions,
+    /// Directory with etcd, kube-apiserver and kube-controller-manager (default: build them
+    /// with tests/controlplane/build.sh).
+    #[arg(long, env = "KUBE_SENTINEL_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -164,6 +177,7 @@ async fn main() {
         Command::Testenv(args) => testenv(args, cli.exit_on_stdin_eof).await,
         Command::Demo(args) => demo(args, cli.exit_on_stdin_eof).await,
         Command::Bench(args) => bench(args, cli.exit_on_stdin_eof).await,
+        Command::Faults(args) => faults(args, cli.exit_on_stdin_eof).await,
         Command::Sentinel(args) => {
             kube_sentinel::sentinel::run(args, wait_for_shutdown(cli.exit_on_stdin_eof)).await
         }
@@ -259,6 +273,19 @@ async fn bench(args: BenchArgs, exit_on_stdin_eof: bool) -> Result<()> {
         summary_json: args.summary_json,
     };
     kube_sentinel::bench::run(target, options, wait_for_shutdown(exit_on_stdin_eof)).await
+}
+
+async fn faults(args: FaultsArgs, exit_on_stdin_eof: bool) -> Result<()> {
+    let config = control_plane_config(args.bin_dir, true)?;
+    let passed = tokio::select! {
+        passed = kube_sentinel::faults::run(config, args.options) => passed?,
+        () = wait_for_shutdown(exit_on_stdin_eof) => anyhow::bail!("interrupted"),
+    };
+    anyhow::ensure!(
+        passed,
+        "a fault broke an invariant (the table above says which)"
+    );
+    Ok(())
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or (if asked) end of standard input.

@@ -1,5 +1,6 @@
 //! Talking to local programs over loopback: free ports to give them, and the one HTTP GET probe
-//! of their `/readyz`, `/metrics` and `/debug` endpoints (and a POST, for etcd's JSON API).
+//! of their `/readyz`, `/metrics` and `/debug` endpoints (and POST and DELETE, for the JSON APIs
+//! of etcd and toxiproxy).
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -74,6 +75,12 @@ pub(crate) async fn http_post(port: u16, path: &str, body: &str) -> Result<HttpR
         body.len()
     );
     send(port, &format!("POST {path}"), request).await
+}
+
+/// `DELETE path` on `127.0.0.1:port`, as [`http_get`].
+pub(crate) async fn http_delete(port: u16, path: &str) -> Result<HttpResponse> {
+    let request = format!("DELETE {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    send(port, &format!("DELETE {path}"), request).await
 }
 
 async fn send(port: u16, what: &str, request: String) -> Result<HttpResponse> {

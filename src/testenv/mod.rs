@@ -45,6 +45,7 @@ pub use kubeconfig::{
     Credentials, kubeconfig_for, to_yaml as kubeconfig_yaml, with_token, write as write_kubeconfig,
 };
 pub use loopback::{HttpResponse, free_port, free_ports, http_get};
+pub(crate) use loopback::{http_delete, http_post};
 pub use process::{ChildProcess, Tie};
 pub use readiness::PodReadiness;
 
