@@ -197,7 +197,8 @@ impl Programs {
         )
         .await?;
         let name = kind.subcommand();
-        self.0.push(Program::spawn(kind, name, &kubeconfig, logs, flags)?);
+        self.0
+            .push(Program::spawn(kind, name, &kubeconfig, logs, flags)?);
         Ok(())
     }
 

@@ -204,7 +204,11 @@ impl ControlPlane {
         let component = &mut self.components[index];
         component.process = process;
         component.starts = starts;
-        tracing::info!(component = name, starts, "control-plane component restarted");
+        tracing::info!(
+            component = name,
+            starts,
+            "control-plane component restarted"
+        );
         match name {
             "etcd" => self.wait_for_port(self.etcd_port, self.ready_timeout).await,
             "kube-apiserver" => {
