@@ -208,3 +208,49 @@ async fn judge(row: &mut Row, fault: Fault, counted: Counters, rig: &mut Rig) {
         row.fail(format!("the fault was not observed: {missing}"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revert(start: Instant, written_s: f64, latency_s: f64) -> Revert {
+        Revert {
+            written: start + Duration::from_secs_f64(written_s),
+            latency: Duration::from_secs_f64(latency_s),
+        }
+    }
+
+    #[test]
+    fn the_worst_revert_is_of_drifts_written_during_the_fault_and_recovery_ends_with_the_last_slow_one()
+     {
+        let t0 = Instant::now();
+        let (start, end) = (t0 + Duration::from_secs(10), t0 + Duration::from_secs(20));
+        let reverts = [
+            revert(t0, 1.0, 20.0), // before the fault and its window: not "during"; done at 21 s
+            revert(t0, 8.0, 14.0), // in the window before it: during, done at 22 s
+            revert(t0, 15.0, 9.0), // during, done at 24 s
+            revert(t0, 21.0, 5.5), // after, still slow: done at 26.5 s
+            revert(t0, 25.0, 2.2), // after, normal again
+        ];
+        let mut row = Row::new(Fault::Outage, Duration::from_secs(10));
+        timeline(&mut row, &reverts, start, end);
+        assert_eq!(row.worst_during, Some(Duration::from_secs(14)));
+        assert_eq!(row.recovered_after, Duration::from_millis(6500));
+        assert_eq!(row.fault_lasted, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn with_every_revert_normal_there_is_nothing_to_recover_from() {
+        let t0 = Instant::now();
+        let reverts = [revert(t0, 1.0, 2.1), revert(t0, 12.0, 2.3)];
+        let mut row = Row::new(Fault::Latency, Duration::from_secs(10));
+        timeline(
+            &mut row,
+            &reverts,
+            t0 + Duration::from_secs(10),
+            t0 + Duration::from_secs(20),
+        );
+        assert_eq!(row.worst_during, Some(Duration::from_millis(2300)));
+        assert_eq!(row.recovered_after, Duration::ZERO);
+    }
+}

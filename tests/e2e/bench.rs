@@ -1,17 +1,13 @@
 //! `kube-sentinel bench` on a short profile, as CI runs it: its own control plane, every
 //! variant (ours in both modes, the three baselines) under the same load, and the figures.
 
-use std::{
-    path::PathBuf,
-    process::{Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Duration};
 
 use kube::{Api, api::PostParams};
 use kube_sentinel::{operator::crd::StatefulCluster, testenv::ControlPlaneConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support;
+use crate::support::{self, SubcommandRun};
 
 /// The short profile: four resources, one drift a second for six seconds; three churned; the
 /// sentinel watching 20, then 50 more objects; two spec changes a second in the backlog. (With
@@ -46,74 +42,6 @@ const SHORT_PROFILE: [&str; 26] = [
     "steady,repeated,storm,backlog,churn,scale",
 ];
 
-/// A finished run of `kube-sentinel bench`.
-struct BenchRun {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    /// Its `--out-dir`.
-    out: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl BenchRun {
-    /// Runs `kube-sentinel bench` with `args` and an `--out-dir` of its own, for at most ten
-    /// minutes.
-    fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("kube-sentinel-e2e-bench-")
-            .tempdir()
-            .expect("workdir");
-        let out = dir.path().join("out");
-        let stdout = std::fs::File::create(dir.path().join("stdout")).expect("stdout file");
-        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kube-sentinel"))
-            .args(["--exit-on-stdin-eof", "bench"])
-            .args(args)
-            .arg("--out-dir")
-            .arg(&out)
-            // Held open until the bench ends: if this test dies, the bench stops.
-            .stdin(Stdio::piped())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn kube-sentinel bench");
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break child.wait().expect("wait");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
-        Self {
-            status,
-            stdout: read("stdout"),
-            stderr: read("stderr"),
-            out,
-            _dir: dir,
-        }
-    }
-
-    /// Its `summary.json`, once it has succeeded.
-    fn summary(&self) -> Value {
-        assert!(self.status.success(), "{self}");
-        let text = std::fs::read_to_string(self.out.join("summary.json")).expect("summary.json");
-        serde_json::from_str(&text).expect("JSON")
-    }
-}
-
-impl std::fmt::Display for BenchRun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (status, stdout, stderr) = (self.status, &self.stdout, &self.stderr);
-        write!(f, "{status}\n{stdout}\n---- stderr ----\n{stderr}")
-    }
-}
-
 #[test]
 fn a_short_bench_measures_every_variant_and_loses_no_drift() {
     let bin_dir = ControlPlaneConfig::from_build_script()
@@ -122,8 +50,8 @@ fn a_short_bench_measures_every_variant_and_loses_no_drift() {
     let bin_dir = bin_dir.to_str().expect("a UTF-8 path");
     let mut args = SHORT_PROFILE.to_vec();
     args.extend(["--bin-dir", bin_dir]);
-    let run = BenchRun::run(&args);
-    let summary = run.summary();
+    let run = SubcommandRun::run("bench", &args);
+    let summary = run.json("summary.json");
     let (stdout, out) = (&run.stdout, &run.out);
     let variants = summary["variants"].as_array().expect("variants");
     let names: Vec<&str> = variants
@@ -334,7 +262,7 @@ async fn a_bench_on_a_named_cluster_refuses_one_it_would_disturb_and_measures_on
         .await
         .expect("create theirs");
     let args_ = args.clone();
-    let refused = tokio::task::spawn_blocking(move || BenchRun::run(&args_))
+    let refused = tokio::task::spawn_blocking(move || SubcommandRun::run("bench", &args_))
         .await
         .expect("bench");
     assert!(!refused.status.success(), "{refused}");
@@ -360,10 +288,10 @@ async fn a_bench_on_a_named_cluster_refuses_one_it_would_disturb_and_measures_on
             .then_some(())
     })
     .await;
-    let measured = tokio::task::spawn_blocking(move || BenchRun::run(&args))
+    let measured = tokio::task::spawn_blocking(move || SubcommandRun::run("bench", &args))
         .await
         .expect("bench");
-    let summary = measured.summary();
+    let summary = measured.json("summary.json");
     assert!(
         measured.stdout.contains("running on the cluster of"),
         "{measured}"

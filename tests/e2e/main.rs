@@ -9,6 +9,7 @@ mod deploy;
 mod drift_policy;
 mod end_to_end;
 mod events;
+mod faults;
 mod finalizers;
 mod flags;
 mod forged_status;

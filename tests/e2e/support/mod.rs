@@ -25,6 +25,9 @@ use kube::{
 };
 use kube_sentinel::testenv::{self, ChildProcess, Tie};
 
+mod subcommand;
+pub use subcommand::SubcommandRun;
+
 /// The shared control plane, as seen by tests.
 pub struct ControlPlane {
     kubeconfig: Kubeconfig,
