@@ -115,6 +115,7 @@ async fn confirm(row: &mut Row, fleet: &Fleet, drift: &SteadyResult) {
             }
             if Instant::now() > deadline {
                 row.lost += 1;
+                row.lost_drifts.push(format!("{} {kind:?}", cluster.name()));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -160,7 +161,11 @@ async fn judge(row: &mut Row, fault: Fault, counted: Counters, rig: &mut Rig) {
     row.operator_writes_per_drift = counted.operator_writes / drifts;
     row.counted = counted;
     if row.lost > 0 {
-        row.fail(format!("{} drifts never reverted", row.lost));
+        row.fail(format!(
+            "{} drifts never reverted ({})",
+            row.lost,
+            row.lost_drifts.join(", ")
+        ));
     }
     if row.unacknowledged > 0 {
         row.fail(format!(

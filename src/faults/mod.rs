@@ -50,7 +50,11 @@ pub async fn run(config: ControlPlaneConfig, options: FaultOptions) -> Result<bo
     let result = suite(&mut rig, &options).await;
     rig.stop().await;
     match result {
-        Ok(passed) => Ok(passed),
+        Ok(true) => Ok(true),
+        Ok(false) => {
+            eprintln!("the programs' logs are kept in {}", logs.keep().display());
+            Ok(false)
+        }
         Err(e) => {
             let kept = logs.keep();
             Err(e.context(format!("the logs are kept in {}", kept.display())))

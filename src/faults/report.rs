@@ -25,6 +25,8 @@ pub(crate) struct Row {
     pub reverted_unseen: u64,
     /// Drifts not reverted within the grace.
     pub lost: u64,
+    /// Which: the resource and the kind of drift.
+    pub lost_drifts: Vec<String>,
     /// Triggers not acknowledged within the grace.
     pub unacknowledged: u64,
     /// Resources left mid-upgrade.
@@ -54,6 +56,7 @@ impl Row {
             reverted: 0,
             reverted_unseen: 0,
             lost: 0,
+            lost_drifts: Vec::new(),
             unacknowledged: 0,
             half_upgraded: 0,
             worst_during: None,

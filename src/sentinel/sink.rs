@@ -220,15 +220,25 @@ mod tests {
         sentinel::trigger::DriftBurst,
     };
 
-    /// Trigger writes (status patches) the server answers 429 before it takes one.
+    /// Trigger writes (status patches) the server refuses before it takes one.
     const THROTTLED: usize = 3;
+    const TOO_MANY_REQUESTS: Refusal = (
+        StatusCode::TOO_MANY_REQUESTS,
+        r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"slow down","reason":"TooManyRequests","code":429}"#,
+    );
+    /// What a restarted API server answers until its RBAC authorizer has synced.
+    const FORBIDDEN: Refusal = (
+        StatusCode::FORBIDDEN,
+        r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"statefulclusters.kube-sentinel.dev \"db\" is forbidden: User \"system:serviceaccount:kube-sentinel:sentinel\" cannot patch resource \"statefulclusters/status\"","reason":"Forbidden","code":403}"#,
+    );
+    type Refusal = (StatusCode, &'static str);
 
     /// An API server stand-in: each status patch's arrival recorded, the first [`THROTTLED`]
-    /// answered 429, then 200; anything else (the Event) 201.
-    async fn throttling_server(patches: Arc<Mutex<Vec<Instant>>>) -> String {
+    /// refused with `refusal`, then 200; anything else (the Event) 201.
+    async fn refusing_server(patches: Arc<Mutex<Vec<Instant>>>, refusal: Refusal) -> String {
         let app = Router::new().fallback(move |request: Request| {
             let patches = patches.clone();
-            async move { answer(&patches, request.method()) }
+            async move { answer(&patches, request.method(), refusal) }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -238,7 +248,7 @@ mod tests {
         url
     }
 
-    fn answer(patches: &Mutex<Vec<Instant>>, method: &Method) -> Response {
+    fn answer(patches: &Mutex<Vec<Instant>>, method: &Method, refusal: Refusal) -> Response {
         let json = [(CONTENT_TYPE, "application/json")];
         if method != Method::PATCH {
             return (StatusCode::CREATED, json, "{}").into_response();
@@ -249,8 +259,7 @@ mod tests {
             patches.len()
         };
         if seen <= THROTTLED {
-            let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"slow down","reason":"TooManyRequests","code":429}"#;
-            (StatusCode::TOO_MANY_REQUESTS, json, status).into_response()
+            (refusal.0, json, refusal.1).into_response()
         } else {
             let object = r#"{"apiVersion":"kube-sentinel.dev/v1alpha1","kind":"StatefulCluster","metadata":{"name":"db","namespace":"ns"}}"#;
             (StatusCode::OK, json, object).into_response()
@@ -259,8 +268,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_throttled_trigger_write_is_retried_by_one_layer_and_every_retry_is_counted() {
+        let gaps = written_after_refusals(TOO_MANY_REQUESTS).await;
+        // The sink's backoff, 200 ms doubling with equal jitter: at least half of each delay.
+        for (n, gap) in gaps.iter().enumerate() {
+            let floor = Duration::from_millis(100) * 2u32.pow(n as u32);
+            assert!(
+                *gap >= floor,
+                "retry {} after {gap:?} (< {floor:?}): {gaps:?}",
+                n + 1
+            );
+        }
+        eprintln!("retries after {gaps:?}");
+    }
+
+    /// Found by `kube-sentinel faults` (apiserver-kill): right after a restart the API server
+    /// denies until its authorizer has synced; a trigger given up on then was a lost drift.
+    #[tokio::test]
+    async fn a_trigger_denied_while_a_restarted_api_server_warms_up_is_retried() {
+        written_after_refusals(FORBIDDEN).await;
+    }
+
+    /// Sends one trigger to a server that refuses it [`THROTTLED`] times with `refusal`;
+    /// checks it was written after one call per attempt, every retry counted; the gaps
+    /// between the calls.
+    async fn written_after_refusals(refusal: Refusal) -> Vec<Duration> {
         let patches = Arc::new(Mutex::new(Vec::new()));
-        let url = throttling_server(patches.clone()).await;
+        let url = refusing_server(patches.clone(), refusal).await;
         // The programs' own client: if it retried 429 itself, the sink would see one success
         // and count no retry, while the server saw several calls.
         let client = api_client::build(
@@ -298,16 +331,6 @@ mod tests {
         assert_eq!(patches.len(), THROTTLED + 1, "one call per attempt");
         assert_eq!(metrics.triggers_retried.get(), THROTTLED as u64);
         assert_eq!(metrics.triggers_written.get(), 1);
-        // The sink's backoff, 200 ms doubling with equal jitter: at least half of each delay.
-        let gaps: Vec<Duration> = patches.windows(2).map(|w| w[1] - w[0]).collect();
-        for (n, gap) in gaps.iter().enumerate() {
-            let floor = Duration::from_millis(100) * 2u32.pow(n as u32);
-            assert!(
-                *gap >= floor,
-                "retry {} after {gap:?} (< {floor:?}): {gaps:?}",
-                n + 1
-            );
-        }
-        eprintln!("retries after {gaps:?}");
+        patches.windows(2).map(|w| w[1] - w[0]).collect()
     }
 }

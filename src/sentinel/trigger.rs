@@ -126,10 +126,20 @@ pub async fn write(
         .map(drop)
 }
 
-/// Whether a failed write is worth retrying: conflicts, throttling, server errors and
-/// connection trouble are; a missing resource or a denial is not.
+/// Whether a failed write is worth retrying: conflicts, throttling, server errors,
+/// connection trouble and authorization denials are; a missing resource, an invalid write or
+/// an admission policy's refusal is not.
+///
+/// An authorization denial (RBAC's "cannot patch resource") is retried because a trigger is
+/// the only record of a drift: an API server that has just restarted denies until its
+/// authorizer has synced (seen by `kube-sentinel faults`), and RBAC being re-applied denies for
+/// a moment too. A lasting one costs a WARN line and `triggers_retried` per retry, at most one
+/// every 30 s per resource.
 pub fn is_transient(error: &kube::Error) -> bool {
     match error {
+        kube::Error::Api(status) if status.code == 403 => {
+            status.reason == "Forbidden" && status.message.contains(" cannot ")
+        }
         kube::Error::Api(status) => {
             matches!(status.code, 409 | 429 | 500..=599) || status.code == 0
         }
@@ -257,6 +267,18 @@ mod tests {
         for code in [409, 429, 500, 503] {
             assert!(is_transient(&api(code)), "{code}");
         }
+        let denied = |message: &str| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code: 403,
+                reason: "Forbidden".into(),
+                message: message.into(),
+                ..Default::default()
+            }))
+        };
+        let unauthorized = r#"statefulclusters.kube-sentinel.dev "db" is forbidden: User "system:serviceaccount:kube-sentinel:sentinel" cannot patch resource "statefulclusters/status""#;
+        assert!(is_transient(&denied(unauthorized)));
+        let refused = r#"statefulclusters.kube-sentinel.dev "db" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'p' denied request: no"#;
+        assert!(!is_transient(&denied(refused)));
         for code in [400, 403, 404, 422] {
             assert!(!is_transient(&api(code)), "{code}");
         }
