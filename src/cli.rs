@@ -128,13 +128,30 @@ impl<P: Program + Clone + Send + Sync + 'static> CommonArgs<P> {
     }
 
     /// Competes for the Lease with `--leader-elect`; without it, always the leader.
-    pub async fn leadership(&self, client: &Client, identity: &str) -> anyhow::Result<Leadership> {
+    pub async fn leadership(
+        &self,
+        client: &Client,
+        identity: &str,
+        join: Join,
+    ) -> anyhow::Result<Leadership> {
         if !self.leader_elect {
             return Ok(Leadership::always());
         }
         let config = self.lease_config(client.default_namespace(), identity.to_owned());
-        Leadership::elect(client.clone(), config).await
+        match join {
+            Join::AtOnce => Leadership::elect(client.clone(), config).await,
+            Join::DeferringToAHolder => Leadership::elect_deferring(client.clone(), config).await,
+        }
     }
+}
+
+/// When an instance starts competing for its Lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Join {
+    /// At once.
+    AtOnce,
+    /// After one Lease duration if another instance holds it ([`Leadership::elect_deferring`]).
+    DeferringToAHolder,
 }
 
 /// The longest duration any flag takes: longer is a typo, and would overflow a timer.

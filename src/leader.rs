@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::{sync::watch, task::JoinHandle};
@@ -17,7 +18,7 @@ use tokio::{sync::watch, task::JoinHandle};
 /// Whether this instance may act, and the task that keeps it so.
 pub struct Leadership {
     state: watch::Receiver<bool>,
-    task: Option<JoinHandle<kube_lease_manager::Result<LeaseManager>>>,
+    task: Option<JoinHandle<Result<()>>>,
 }
 
 /// Lease settings.
@@ -46,23 +47,49 @@ impl Leadership {
 
     /// Starts competing for the Lease.
     pub async fn elect(client: Client, config: LeaseConfig) -> Result<Self> {
-        let manager = LeaseManagerBuilder::new(client, &config.name)
-            .with_namespace(&config.namespace)
-            .with_identity(&config.identity)
-            .with_duration(config.duration.as_secs().max(2))
-            .with_grace(config.grace.as_secs().max(1))
-            .build()
-            .await
-            .with_context(|| format!("preparing Lease {}/{}", config.namespace, config.name))?;
+        let manager = manager(client, &config).await?;
         let (state, task) = manager.watch().await;
         tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "competing for leadership");
+        let task = tokio::spawn(async move {
+            task.await.context("the election task")??;
+            Ok(())
+        });
         Ok(Self {
             state,
             task: Some(task),
         })
     }
 
-    /// Whether this instance currently leads.
+    /// Starts competing for the Lease, after one Lease duration if another instance holds it.
+    ///
+    /// For the sentinel: a leader that dies takes its open debounce windows with it, and only
+    /// an instance that was watching then (a warm standby) still knows the deletions in them;
+    /// one that starts afterwards cannot. Deferring to the holder's standbys for a Lease
+    /// duration lets a warm one win the handover (found by `kube-sentinel faults`:
+    /// sentinel-leader-kill lost a Service deletion to a replacement that won). Alone, it takes
+    /// over at most one duration later than it could have.
+    pub async fn elect_deferring(client: Client, config: LeaseConfig) -> Result<Self> {
+        let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &config.namespace);
+        let holder = leases
+            .get_opt(&config.name)
+            .await
+            .with_context(|| format!("reading Lease {}/{}", config.namespace, config.name))?
+            .and_then(|lease| lease.spec?.holder_identity)
+            .filter(|holder| !holder.is_empty() && *holder != config.identity);
+        let Some(holder) = holder else {
+            return Self::elect(client, config).await;
+        };
+        let manager = manager(client, &config).await?;
+        tracing::info!(lease = %config.name, holder, wait = ?config.duration, "the Lease is held: deferring to its standbys");
+        let (tx, state) = watch::channel(false);
+        let task = tokio::spawn(join_after(manager, config.duration, tx));
+        Ok(Self {
+            state,
+            task: Some(task),
+        })
+    }
+
+    /// Whether this instance currently leads (false until it has joined).
     pub fn is_leader(&self) -> bool {
         *self.state.borrow()
     }
@@ -88,9 +115,46 @@ impl Leadership {
         // Closing the channel makes the election task release the Lease and return.
         drop(self.state);
         match task.await {
-            Ok(Ok(_)) => tracing::info!("released the Lease"),
+            Ok(Ok(())) => tracing::info!("released the Lease"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not release the Lease; it will expire"),
             Err(e) => tracing::warn!(error = %e, "leader election task failed"),
         }
     }
+}
+
+async fn manager(client: Client, config: &LeaseConfig) -> Result<LeaseManager> {
+    LeaseManagerBuilder::new(client, &config.name)
+        .with_namespace(&config.namespace)
+        .with_identity(&config.identity)
+        .with_duration(config.duration.as_secs().max(2))
+        .with_grace(config.grace.as_secs().max(1))
+        .build()
+        .await
+        .with_context(|| format!("preparing Lease {}/{}", config.namespace, config.name))
+}
+
+/// Waits `wait`, then competes with `manager`, forwarding whether this instance leads to `tx`
+/// until every receiver of it is gone; then releases the Lease.
+async fn join_after(manager: LeaseManager, wait: Duration, tx: watch::Sender<bool>) -> Result<()> {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = tx.closed() => return Ok(()),
+    }
+    tracing::info!("competing for leadership");
+    let (mut leads, task) = manager.watch().await;
+    loop {
+        tokio::select! {
+            changed = leads.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                tx.send_replace(*leads.borrow_and_update());
+            }
+            () = tx.closed() => break,
+        }
+    }
+    // Dropping the last receiver makes the election task release the Lease and return.
+    drop(leads);
+    task.await.context("the election task")??;
+    Ok(())
 }

@@ -217,6 +217,23 @@ impl Programs {
         Ok(())
     }
 
+    /// Forgets the programs that have exited; for each, its kind, name and why (the exit and
+    /// its log's tail).
+    pub(crate) fn remove_exited(&mut self) -> Vec<(ProgramKind, String, String)> {
+        let mut exited = Vec::new();
+        let mut index = 0;
+        while index < self.0.len() {
+            match self.0[index].check_running() {
+                Ok(()) => index += 1,
+                Err(why) => {
+                    let program = self.0.remove(index);
+                    exited.push((program.kind, program.name, format!("{why:#}")));
+                }
+            }
+        }
+        exited
+    }
+
     /// Kills the program started as `name` (SIGKILL) and forgets it; whether it ran.
     pub(crate) fn kill(&mut self, name: &str) -> bool {
         let Some(index) = self.0.iter().position(|p| p.name == name) else {

@@ -53,13 +53,21 @@ pub(crate) async fn scenario(
         targets: 0..fleet.clusters().len(),
         label: fault.name(),
     };
+    let done = tokio::sync::Notify::new();
+    let generator = async {
+        let drift = steady::run(load_client, fleet, load).await;
+        done.notify_one();
+        drift
+    };
     let driver = async {
         tokio::time::sleep(lead).await;
         let start = Instant::now();
         let notes = fault.run(rig, hold).await;
-        (start, Instant::now(), notes)
+        let end = Instant::now();
+        let supervised = supervise(rig, &done).await;
+        (start, end, notes.and_then(|n| supervised.map(|()| n)))
     };
-    let (drift, (start, end, notes)) = tokio::join!(steady::run(load_client, fleet, load), driver);
+    let (drift, (start, end, notes)) = tokio::join!(generator, driver);
     let mut row = Row::new(fault, hold);
     row.notes = match notes {
         Ok(notes) => notes,
@@ -78,6 +86,17 @@ pub(crate) async fn scenario(
     let counted = rig.counters().await - before;
     judge(&mut row, fault, counted, rig).await;
     Ok(row)
+}
+
+/// Replaces exited replicas every second until `done`, as a Deployment would.
+async fn supervise(rig: &mut Rig, done: &tokio::sync::Notify) -> Result<()> {
+    loop {
+        rig.replace_exited()?;
+        tokio::select! {
+            () = done.notified() => return rig.replace_exited(),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// The worst drift→revert of drifts written during the fault, and how long after it ended
@@ -194,8 +213,13 @@ async fn judge(row: &mut Row, fault: Fault, counted: Counters, rig: &mut Rig) {
     if row.injected == 0 {
         row.fail("no drift was injected".into());
     }
-    if let Err(e) = rig.programs().check_running() {
-        row.fail(format!("a replica exited on its own: {e:#}"));
+    if let Err(e) = rig.replace_exited() {
+        row.fail(format!("a replica could not be replaced: {e:#}"));
+    }
+    let (lease_exits, crashes) = rig.take_exits();
+    row.lease_exits = lease_exits;
+    for crash in crashes {
+        row.fail(format!("a replica crashed: {crash}"));
     }
     let evidence = match fault {
         Fault::Throttled => (counted.throttled > 0.0)

@@ -37,6 +37,8 @@ pub(crate) struct Row {
     pub recovered_after: Duration,
     pub sentinel_writes_per_drift: f64,
     pub operator_writes_per_drift: f64,
+    /// Replicas that exited after losing their Lease (by design) and were replaced.
+    pub lease_exits: u64,
     /// The programs' counters over the scenario.
     pub counted: Counters,
     /// What happened, in words.
@@ -63,6 +65,7 @@ impl Row {
             recovered_after: Duration::ZERO,
             sentinel_writes_per_drift: 0.0,
             operator_writes_per_drift: 0.0,
+            lease_exits: 0,
             counted: Counters::default(),
             notes: String::new(),
             failures: Vec::new(),
@@ -81,7 +84,7 @@ impl Row {
 /// The rows as a Markdown table.
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| fault | lasted | injected | reverted (read back) | lost | unacked | worst drift→revert during | recovered after | writes/drift (sentinel, operator) | 429s, 5xx, watch errors | result |\n\
+        "| fault | lasted | injected | reverted (read back) | lost | unacked | worst drift→revert during | recovered after | writes/drift (sentinel, operator) | 429s, 5xx, watch errors, Lease-loss exits | result |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for row in rows {
@@ -94,7 +97,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
             format!("**FAIL**: {}", row.failures.join("; "))
         };
         out.push_str(&format!(
-            "| {} | {:.1} s | {} | {} ({}) | {} | {} | {worst} | {:.1} s | {:.2}, {:.2} | {}, {}, {} | {result} |\n",
+            "| {} | {:.1} s | {} | {} ({}) | {} | {} | {worst} | {:.1} s | {:.2}, {:.2} | {}, {}, {}, {} | {result} |\n",
             row.fault.name(),
             row.fault_lasted.as_secs_f64(),
             row.injected,
@@ -108,6 +111,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
             row.counted.throttled,
             row.counted.server_errors,
             row.counted.watch_errors,
+            row.lease_exits,
         ));
     }
     out

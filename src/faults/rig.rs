@@ -40,6 +40,11 @@ pub(crate) struct Rig {
     started: usize,
     /// The counters of the replicas killed so far, read just before each kill.
     retired: Counters,
+    /// Replicas that exited by design after losing their Lease, replaced since the last
+    /// [`Rig::take_exits`].
+    lease_exits: u64,
+    /// Replicas that exited otherwise (a crash), since the last [`Rig::take_exits`].
+    crashes: Vec<String>,
 }
 
 /// What the programs counted, summed over replicas.
@@ -93,6 +98,8 @@ impl Rig {
             kubeconfigs,
             started: 0,
             retired: Counters::default(),
+            lease_exits: 0,
+            crashes: Vec::new(),
         };
         for kind in [ProgramKind::Operator, ProgramKind::Sentinel] {
             for _ in 0..REPLICAS {
@@ -131,6 +138,30 @@ impl Rig {
         self.programs
             .spawn_named(kind, &name, &kubeconfig, &self.logs, &flags)?;
         Ok(name)
+    }
+
+    /// Replaces the replicas that have exited, as a Deployment restarts a pod. A replica that
+    /// lost its Lease exits by design (the new leader must act alone); any other exit is a
+    /// crash, replaced too and reported by [`Rig::take_exits`].
+    pub(crate) fn replace_exited(&mut self) -> Result<()> {
+        for (kind, name, why) in self.programs.remove_exited() {
+            if why.contains("lost the Lease") {
+                self.lease_exits += 1;
+            } else {
+                self.crashes.push(why);
+            }
+            tracing::info!(replica = name, "faults: a replica exited; starting another");
+            self.spawn(kind)?;
+        }
+        Ok(())
+    }
+
+    /// The replicas that exited after losing their Lease, and the crashes, since last asked.
+    pub(crate) fn take_exits(&mut self) -> (u64, Vec<String>) {
+        (
+            std::mem::take(&mut self.lease_exits),
+            std::mem::take(&mut self.crashes),
+        )
     }
 
     /// The replica of `kind` that holds its Lease, if one does.

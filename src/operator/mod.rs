@@ -71,7 +71,10 @@ pub async fn run(
         tracing::info!("shutting down: finishing work in flight");
     };
     tokio::pin!(shutdown);
-    let leadership = args.common.leadership(&client, &identity).await?;
+    let leadership = args
+        .common
+        .leadership(&client, &identity, crate::cli::Join::AtOnce)
+        .await?;
 
     let hints = SecretHints::default();
     let context = Context::new(client.clone(), telemetry.metrics.clone(), Some(identity))

@@ -67,7 +67,10 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let telemetry = Telemetry::serve(&args, shutdown.clone());
     let metrics = telemetry.metrics.clone();
-    let leadership = args.common.leadership(&client, &identity).await?;
+    let leadership = args
+        .common
+        .leadership(&client, &identity, crate::cli::Join::DeferringToAHolder)
+        .await?;
     let namespace = args.namespace.as_deref();
     let errors = metrics.watch_errors.clone();
     let watch = args.common.watch_config();
