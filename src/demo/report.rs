@@ -91,16 +91,25 @@ pub(crate) async fn full_reconciles(port: u16) -> Option<u64> {
 /// sample), from the `/metrics` on `port`; `None` if unreadable.
 pub(crate) async fn counter(port: u16, name: &str, label: &str) -> Option<f64> {
     let body = metrics(port, "/metrics").await.ok()?;
-    Some(
-        body.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-                    && l.contains(label)
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
+    Some(counter_in(&body, name, label))
+}
+
+/// The sum of the samples of metric `name` whose labels contain `label`, in the text
+/// exposition `body`.
+pub(crate) fn counter_in(body: &str, name: &str, label: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                && l.contains(label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The text exposition of a program's `/metrics`.
+pub(crate) async fn metrics_text(port: u16) -> anyhow::Result<String> {
+    metrics(port, "/metrics").await
 }
 
 /// Prints the operator's `/debug/latency` and the counters of both programs' `/metrics`.

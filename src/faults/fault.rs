@@ -124,8 +124,10 @@ async fn stall(rig: &mut Rig, hold: Duration) -> Result<String> {
         .context("kube-apiserver runs")?;
     let pid = Pid::from_raw(i32::try_from(pid).context("a pid fits an i32")?);
     signal::kill(pid, signal::Signal::SIGSTOP).context("SIGSTOP kube-apiserver")?;
-    tokio::time::sleep(hold).await;
+    // Continued whatever happened while it was stopped.
+    let held = rig.hold(hold).await;
     signal::kill(pid, signal::Signal::SIGCONT).context("SIGCONT kube-apiserver")?;
+    held?;
     Ok(format!("kube-apiserver stopped for {} s", hold.as_secs()))
 }
 
@@ -273,10 +275,11 @@ async fn toxic(rig: &mut Rig, hold: Duration, toxic: Toxic) -> Result<String> {
     for proxy in PROXIES {
         rig.toxiproxy.add(proxy.subcommand(), &toxic).await?;
     }
-    tokio::time::sleep(hold).await;
+    let held = rig.hold(hold).await;
     for proxy in PROXIES {
         rig.toxiproxy.remove(proxy.subcommand(), toxic.name).await?;
     }
+    held?;
     Ok(format!(
         "toxic {} {} on both programs' paths for {} s",
         toxic.kind,
@@ -287,8 +290,9 @@ async fn toxic(rig: &mut Rig, hold: Duration, toxic: Toxic) -> Result<String> {
 
 async fn outage(rig: &mut Rig, hold: Duration) -> Result<String> {
     cut(rig, true).await?;
-    tokio::time::sleep(hold).await;
+    let held = rig.hold(hold).await;
     cut(rig, false).await?;
+    held?;
     Ok(format!("both programs' paths cut for {} s", hold.as_secs()))
 }
 
@@ -373,7 +377,7 @@ webhooks:
 /// Applies `manifests` for `hold`, then deletes them.
 async fn applied(rig: &mut Rig, hold: Duration, yaml: &str) -> Result<String> {
     let applied = manifests::apply(&rig.admin, yaml, FAULTS, "default").await?;
-    tokio::time::sleep(hold).await;
+    let held = rig.hold(hold).await;
     let mut kinds = Vec::new();
     for object in &applied {
         delete(&rig.admin, &object.kind, &object.name)
@@ -381,6 +385,7 @@ async fn applied(rig: &mut Rig, hold: Duration, yaml: &str) -> Result<String> {
             .with_context(|| format!("removing {} {}", object.kind, object.name))?;
         kinds.push(object.kind.as_str());
     }
+    held?;
     Ok(format!(
         "{} in force for {} s",
         kinds.join(" + "),
@@ -420,7 +425,21 @@ async fn delete(client: &kube::Client, kind: &str, name: &str) -> Result<()> {
 /// restarts the API server (its watch cache starts above the compaction), then reconnects.
 async fn expire_watches(rig: &mut Rig, hold: Duration) -> Result<String> {
     cut(rig, true).await?;
-    tokio::time::sleep(hold).await;
+    let held = rig.hold(hold).await;
+    let expired = compact_and_restart(rig).await;
+    // Reconnected whatever happened while they were cut off.
+    cut(rig, false).await?;
+    held?;
+    let revision = expired?;
+    Ok(format!(
+        "programs cut off for {} s, etcd compacted to revision {revision}, kube-apiserver \
+         restarted",
+        hold.as_secs()
+    ))
+}
+
+/// Compacts etcd to its current revision and restarts the API server; the revision.
+async fn compact_and_restart(rig: &mut Rig) -> Result<u64> {
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
         kube::Api::all(rig.admin.clone());
     let revision: u64 = namespaces
@@ -433,10 +452,5 @@ async fn expire_watches(rig: &mut Rig, hold: Duration) -> Result<String> {
         .context("a resourceVersion that is a number (etcd's revision)")?;
     rig.plane.compact_etcd(revision).await?;
     rig.plane.kill_and_restart("kube-apiserver").await?;
-    cut(rig, false).await?;
-    Ok(format!(
-        "programs cut off for {} s, etcd compacted to revision {revision}, kube-apiserver \
-         restarted",
-        hold.as_secs()
-    ))
+    Ok(revision)
 }

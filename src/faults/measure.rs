@@ -91,6 +91,7 @@ pub(crate) async fn scenario(
 /// Replaces exited replicas every second until `done`, as a Deployment would.
 async fn supervise(rig: &mut Rig, done: &tokio::sync::Notify) -> Result<()> {
     loop {
+        rig.counters().await;
         rig.replace_exited()?;
         tokio::select! {
             () = done.notified() => return rig.replace_exited(),

@@ -3,6 +3,7 @@
 //! the programs' counters, kept across the replicas a fault kills.
 
 use std::{
+    collections::HashMap,
     ops::{Add, Sub},
     path::{Path, PathBuf},
     time::Duration,
@@ -17,7 +18,7 @@ use crate::{
     demo::{
         SYSTEM_NAMESPACE, install,
         programs::{ProgramKind, Programs},
-        report::counter,
+        report::{counter_in, metrics_text},
     },
     testenv::{self, ControlPlane, ControlPlaneConfig, client_from_kubeconfig},
 };
@@ -45,6 +46,8 @@ pub(crate) struct Rig {
     lease_exits: u64,
     /// Replicas that exited otherwise (a crash), since the last [`Rig::take_exits`].
     crashes: Vec<String>,
+    /// Each live replica's counters as last read: what a replica that exits by itself counted.
+    last_read: HashMap<String, Counters>,
 }
 
 /// What the programs counted, summed over replicas.
@@ -100,6 +103,7 @@ impl Rig {
             retired: Counters::default(),
             lease_exits: 0,
             crashes: Vec::new(),
+            last_read: HashMap::new(),
         };
         for kind in [ProgramKind::Operator, ProgramKind::Sentinel] {
             for _ in 0..REPLICAS {
@@ -145,6 +149,8 @@ impl Rig {
     /// crash, replaced too and reported by [`Rig::take_exits`].
     pub(crate) fn replace_exited(&mut self) -> Result<()> {
         for (kind, name, why) in self.programs.remove_exited() {
+            let last = self.last_read.remove(&name).unwrap_or_default();
+            self.retired = self.retired + last;
             if why.contains("lost the Lease") {
                 self.lease_exits += 1;
             } else {
@@ -152,6 +158,19 @@ impl Rig {
             }
             tracing::info!(replica = name, "faults: a replica exited; starting another");
             self.spawn(kind)?;
+        }
+        Ok(())
+    }
+
+    /// Holds a fault for `hold`, reading the replicas' counters and replacing exited ones
+    /// every second meanwhile.
+    pub(crate) async fn hold(&mut self, hold: Duration) -> Result<()> {
+        let end = tokio::time::Instant::now() + hold;
+        while tokio::time::Instant::now() < end {
+            self.counters().await;
+            self.replace_exited()?;
+            tokio::time::sleep_until(end.min(tokio::time::Instant::now() + Duration::from_secs(1)))
+                .await;
         }
         Ok(())
     }
@@ -180,8 +199,14 @@ impl Rig {
     /// Kills replica `name` with SIGKILL (its counters kept) and starts a replacement.
     pub(crate) async fn kill_and_replace(&mut self, name: &str) -> Result<()> {
         let victim = self.programs.iter().find(|p| p.name() == name);
-        let kind = victim.map(|p| p.kind()).context("no such replica")?;
-        let last = Counters::of(victim.map(|p| (p.kind(), p.port()))).await;
+        let (kind, port) = victim
+            .map(|p| (p.kind(), p.port()))
+            .context("no such replica")?;
+        let last = match Counters::of(kind, port).await {
+            Some(now) => now,
+            None => self.last_read.get(name).copied().unwrap_or_default(),
+        };
+        self.last_read.remove(name);
         self.retired = self.retired + last;
         self.programs.kill(name);
         tracing::info!(replica = name, "faults: killed a replica");
@@ -189,11 +214,16 @@ impl Rig {
         Ok(())
     }
 
-    /// The counters of every replica so far, the killed ones included.
-    pub(crate) async fn counters(&self) -> Counters {
+    /// The counters of every replica so far, the killed and exited ones included (as last
+    /// read: call this often enough that a replica's last reading is recent).
+    pub(crate) async fn counters(&mut self) -> Counters {
         let mut total = self.retired;
         for program in self.programs.iter() {
-            total = total + Counters::of(Some((program.kind(), program.port()))).await;
+            let name = program.name().to_string();
+            if let Some(now) = Counters::of(program.kind(), program.port()).await {
+                self.last_read.insert(name.clone(), now);
+            }
+            total = total + self.last_read.get(&name).copied().unwrap_or_default();
         }
         total
     }
@@ -233,47 +263,36 @@ fn through(mut kubeconfig: Kubeconfig, port: u16) -> Kubeconfig {
 }
 
 impl Counters {
-    /// What the replica of `kind` serving metrics on `port` counted (zero if unreadable).
-    async fn of(replica: Option<(ProgramKind, u16)>) -> Self {
-        let Some((kind, port)) = replica else {
-            return Self::default();
+    /// What the replica of `kind` serving metrics on `port` counted; `None` if unreadable.
+    async fn of(kind: ProgramKind, port: u16) -> Option<Self> {
+        let body = metrics_text(port).await.ok()?;
+        let sum = |name: &str, label: &str| counter_in(&body, name, label);
+        let requests = |labels: &[&str], key: &str| -> f64 {
+            labels
+                .iter()
+                .map(|v| sum("rest_client_requests_total", &format!("{key}=\"{v}\"")))
+                .sum()
         };
-        let sum = |name: &'static str, label: &'static str| async move {
-            counter(port, name, label).await.unwrap_or(0.0)
-        };
-        let mut writes = 0.0;
-        for method in ["POST", "PUT", "PATCH", "DELETE"] {
-            let label = format!("method=\"{method}\"");
-            writes += counter(port, "rest_client_requests_total", &label)
-                .await
-                .unwrap_or(0.0);
-        }
-        let throttled = sum("rest_client_requests_total", "code=\"429\"").await;
-        let server_errors = ["500", "502", "503", "504"];
-        let mut errors = 0.0;
-        for code in server_errors {
-            let label = format!("code=\"{code}\"");
-            errors += counter(port, "rest_client_requests_total", &label)
-                .await
-                .unwrap_or(0.0);
-        }
-        match kind {
+        let writes = requests(&["POST", "PUT", "PATCH", "DELETE"], "method");
+        let throttled = requests(&["429"], "code");
+        let server_errors = requests(&["500", "502", "503", "504"], "code");
+        Some(match kind {
             ProgramKind::Sentinel => Self {
                 sentinel_writes: writes,
-                triggers_written: sum("kube_sentinel_sentinel_triggers_written_total", "").await,
-                watch_errors: sum("kube_sentinel_sentinel_watch_errors_total", "").await,
+                triggers_written: sum("kube_sentinel_sentinel_triggers_written_total", ""),
+                watch_errors: sum("kube_sentinel_sentinel_watch_errors_total", ""),
                 throttled,
-                server_errors: errors,
+                server_errors,
                 ..Self::default()
             },
             ProgramKind::Operator => Self {
                 operator_writes: writes,
-                watch_errors: sum("kube_sentinel_operator_watch_errors_total", "").await,
+                watch_errors: sum("kube_sentinel_operator_watch_errors_total", ""),
                 throttled,
-                server_errors: errors,
+                server_errors,
                 ..Self::default()
             },
-        }
+        })
     }
 }
 
