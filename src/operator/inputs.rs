@@ -83,7 +83,7 @@ impl Inputs {
         let api = dynamic_namespaced_or_all(client.clone(), namespace, undecodable.resource());
         let watch = args.common.watch_config();
         let resources = watcher(api, watch.clone())
-            .default_backoff()
+            .backoff(crate::watch::backoff::watch_backoff())
             .map_ok(move |event| undecodable.event(event))
             .boxed();
         let secret_drifts = secrets::secret_drifts(

@@ -58,7 +58,7 @@ impl OwnerCache {
         let mut acknowledgements = Acknowledgements::new(sender);
         let task = tokio::spawn(
             watcher(api, watch)
-                .default_backoff()
+                .backoff(crate::watch::backoff::watch_backoff())
                 .reflect(writer)
                 .for_each(move |event| {
                     match event {

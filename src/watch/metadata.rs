@@ -36,7 +36,7 @@ where
 {
     let api = namespaced_or_all::<PartialObjectMeta<K>>(client, namespace);
     watcher(api, config)
-        .default_backoff()
+        .backoff(crate::watch::backoff::watch_backoff())
         .map(|event| event.map(into_metadata))
 }
 

@@ -20,6 +20,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod backoff;
 pub mod field_path;
 pub mod keys;
 pub mod metadata;
