@@ -173,6 +173,7 @@ impl Telemetry {
         let mut registry = Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
         crate::api_client::register(&mut registry);
+        crate::telemetry::RuntimeCollector::register(&mut registry);
         metrics.controller_runtime.set_workers(args.workers);
         let queue_metrics =
             PrometheusQueueMetrics::register(&mut registry, controller_runtime::CONTROLLER);

@@ -180,6 +180,7 @@ impl Telemetry {
         let mut registry = Registry::default();
         let metrics = SentinelMetrics::register(&mut registry);
         crate::api_client::register(&mut registry);
+        crate::telemetry::RuntimeCollector::register(&mut registry);
         let health = Health::new();
         let synced = health.gate("watches-synced");
         let reachability = Reachability::new(health.gate("api-reachable"), args.unreachable_after);

@@ -21,6 +21,8 @@ mod liveness;
 #[cfg(feature = "kubernetes")]
 mod logging;
 mod queue_metrics;
+#[cfg(feature = "kubernetes")]
+mod runtime;
 
 pub use health::{Gate, Health, Reachability};
 #[cfg(feature = "kubernetes")]
@@ -30,3 +32,5 @@ pub use liveness::{BEAT_EVERY, Heartbeat};
 #[cfg(feature = "kubernetes")]
 pub use logging::init_tracing;
 pub use queue_metrics::PrometheusQueueMetrics;
+#[cfg(feature = "kubernetes")]
+pub use runtime::RuntimeCollector;
