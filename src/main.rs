@@ -161,6 +161,12 @@ struct BenchArgs {
     /// Labelled objects the sentinel watches at each level of the scale scenario.
     #[arg(long, value_delimiter = ',', default_values_t = [1000, 10_000, 50_000])]
     scale_objects: Vec<usize>,
+    /// StatefulClusters created (and as many deleted) per second in the soak scenario.
+    #[arg(long, default_value_t = 0.5)]
+    soak_churn_rate: f64,
+    /// How often the soak scenario samples the programs' memory, tasks and state.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    soak_sample: Duration,
     /// Where summary.json and the .hgrm files go.
     #[arg(long, default_value = "target/bench")]
     out_dir: PathBuf,
@@ -269,6 +275,8 @@ async fn bench(args: BenchArgs, exit_on_stdin_eof: bool) -> Result<()> {
         backlog_rate: args.backlog_rate,
         churn_resources: args.churn_resources,
         scale_objects: args.scale_objects,
+        soak_churn_rate: args.soak_churn_rate,
+        soak_sample: args.soak_sample,
         out_dir: args.out_dir,
         summary_json: args.summary_json,
     };

@@ -28,6 +28,7 @@ mod progress;
 mod report;
 mod scale;
 mod scenarios;
+mod soak;
 pub(crate) mod steady;
 mod target;
 mod writes;
@@ -252,6 +253,19 @@ async fn run_scenario(
             let run = report.variant.to_string();
             let scaled = scale::scale(admin, &options.scale_objects, &run, launch, programs);
             report.scale = Some(scaled.await?);
+        }
+        Scenario::Soak => {
+            let mut steady = steady_load(options, variant, fleet);
+            steady.label = format!("{variant} soak");
+            let load = soak::SoakLoad {
+                steady,
+                churn_rate: options.soak_churn_rate,
+                sample_every: options.soak_sample,
+            };
+            let before = ApiWrites::read(programs).await;
+            let mut soaked = soak::run(admin, fleet, load, programs).await?;
+            soaked.drift.api_writes = ApiWrites::read(programs).await.since(before);
+            report.soak = Some(soaked);
         }
     }
     Ok(())

@@ -25,6 +25,10 @@ pub enum Scenario {
     /// The sentinel watching more and more labelled objects: memory, CPU per event, time to
     /// sync.
     Scale,
+    /// The steady drift for `--duration` while resources are created, drifted and deleted
+    /// throughout; the programs' memory, tasks and per-resource state sampled: they must stay
+    /// flat.
+    Soak,
 }
 
 /// How the system under test runs: ours in one mode, or a baseline without what we add.
@@ -109,6 +113,10 @@ pub struct BenchOptions {
     pub churn_resources: usize,
     /// The scale scenario's levels: labelled objects watched, ascending.
     pub scale_objects: Vec<usize>,
+    /// Resources created (and as many deleted) per second in the soak scenario.
+    pub soak_churn_rate: f64,
+    /// How often the soak scenario samples the programs.
+    pub soak_sample: Duration,
     /// Where the `.hgrm` files and `summary.json` go.
     pub out_dir: PathBuf,
     /// Where to write the summary too, if anywhere else.
@@ -160,6 +168,14 @@ impl BenchOptions {
                 && self.scale_objects.windows(2).all(|w| w[0] < w[1])
                 && self.scale_objects.iter().all(|n| (1..=200_000).contains(n)),
             "--scale-objects must be ascending counts in 1..=200000"
+        );
+        ensure!(
+            self.soak_churn_rate > 0.0 && self.soak_churn_rate <= 50.0,
+            "--soak-churn-rate must be above 0 and at most 50 resources per second"
+        );
+        ensure!(
+            (Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.soak_sample),
+            "--soak-sample must be between 1s and 300s"
         );
         ensure!(
             self.resync >= Duration::from_secs(1),
@@ -243,6 +259,8 @@ mod tests {
             backlog_rate: 20.0,
             churn_resources: 20,
             scale_objects: vec![100, 1000],
+            soak_churn_rate: 0.5,
+            soak_sample: Duration::from_secs(10),
             out_dir: PathBuf::from("target/bench"),
             summary_json: None,
         }

@@ -1,6 +1,7 @@
 //! The benchmark's SVG plots: the drift→revert distribution of every variant, the
 //! repeated-drift chart beside Argo CD's documented self-heal backoff, where a revert's time
-//! goes stage by stage, and the sentinel's memory against the objects it watches.
+//! goes stage by stage, the sentinel's memory against the objects it watches, and the soak's
+//! samples against time.
 
 use std::{path::Path, time::Duration};
 
@@ -11,6 +12,7 @@ use super::{
     breakdown::{STAGES, StageSummary},
     report::VariantReport,
     scenarios::ARGO_CD_SELF_HEAL_BACKOFF_S,
+    soak::SoakResult,
 };
 
 /// Quantiles drawn on the distribution plot.
@@ -41,7 +43,83 @@ pub(crate) fn write(dir: &Path, reports: &[VariantReport]) -> Result<()> {
     if let Some(points) = reports.iter().find_map(scale_points) {
         scale(&dir.join("scale.svg"), &points)?;
     }
+    if let Some(soaked) = reports.iter().find_map(|r| r.soak.as_ref()) {
+        soak(&dir.join("soak.svg"), soaked)?;
+    }
     Ok(())
+}
+
+/// The soak's panels: each a title and the series drawn in it.
+const SOAK_PANELS: [(&str, &[&str]); 4] = [
+    ("RSS, MiB", &["sentinel_rss_mib", "operator_rss_mib"]),
+    (
+        "alive tokio tasks",
+        &["sentinel_alive_tasks", "operator_alive_tasks"],
+    ),
+    (
+        "sentinel: open bursts (pending keys)",
+        &["sentinel_pending_keys"],
+    ),
+    (
+        "operator: latency recorders, queue depth",
+        &["operator_latency_recorders", "operator_queue_depth"],
+    ),
+];
+
+/// Four panels of the soak's samples against time, warm-up and the load's end marked.
+fn soak(path: &Path, soaked: &SoakResult) -> Result<()> {
+    let curves = soaked.curves();
+    let minutes = soaked
+        .samples
+        .last()
+        .map_or(1.0, |s| s.at_s / 60.0)
+        .max(1.0);
+    let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let root = root
+        .titled(
+            "soak: drift and churn; warm-up and the load's end marked",
+            ("sans-serif", 18),
+        )
+        .map_err(plot_error)?;
+    for (area, (title, names)) in root.split_evenly((2, 2)).iter().zip(SOAK_PANELS) {
+        let drawn: Vec<&(&str, Vec<(f64, f64)>)> =
+            curves.iter().filter(|(n, _)| names.contains(n)).collect();
+        let top = drawn
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|p| p.1))
+            .fold(1.0_f64, f64::max);
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 14))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..minutes, 0.0..top * 1.3)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("minutes")
+            .draw()
+            .map_err(plot_error)?;
+        for marker in [soaked.warmup_s, soaked.load_s] {
+            let at = marker / 60.0;
+            let line = [(at, 0.0), (at, top * 1.3)];
+            chart
+                .draw_series(LineSeries::new(line, BLACK.mix(0.3)))
+                .map_err(plot_error)?;
+        }
+        for (i, (name, points)) in drawn.into_iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let points = points.iter().map(|(t, v)| (t / 60.0, *v));
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+        }
+        legend(&mut chart)?;
+    }
+    root.present().map_err(plot_error)
 }
 
 /// One bar per drift run whose reverts were timed stage by stage: its name and stages.

@@ -13,6 +13,7 @@ use super::{
     options::{BenchOptions, Variant},
     scale::ScaleResult,
     scenarios::{ARGO_CD_SELF_HEAL_BACKOFF_S, StormResult},
+    soak::{self, SoakResult},
     steady::SteadyResult,
 };
 use crate::telemetry::LatencySummary;
@@ -80,6 +81,8 @@ pub(crate) struct VariantReport {
     pub churn: Option<ChurnResult>,
     /// The scale scenario, if run.
     pub scale: Option<ScaleResult>,
+    /// The soak scenario, if run.
+    pub soak: Option<SoakResult>,
     /// The programs' CPU and memory, by program.
     pub programs: Vec<(String, ProcessStats)>,
     /// The operator's own `/debug/latency` (its detection→revert histogram).
@@ -97,6 +100,7 @@ impl VariantReport {
             storm: None,
             churn: None,
             scale: None,
+            soak: None,
             programs: Vec::new(),
             operator_latency: None,
         }
@@ -169,6 +173,10 @@ fn variant_json(report: &VariantReport, references: &References) -> Value {
         "storm": report.storm,
         "churn": report.churn,
         "scale": report.scale,
+        "soak": report.soak.as_ref().map(|s| json!({
+            "drift": steady_json(&s.drift, None),
+            "figures": s,
+        })),
         "programs": report.programs.iter().map(|(name, stats)| json!({"program": name, "stats": stats})).collect::<Vec<_>>(),
     })
 }
@@ -369,6 +377,10 @@ pub(crate) fn print_table(reports: &[VariantReport]) {
                 churn.before.rss_mib,
                 rounds.join(", ")
             );
+        }
+        if let Some(s) = &r.soak {
+            print_drift_rows(r.variant, "soak", &s.drift);
+            soak::print(&r.variant.to_string(), s);
         }
         if let Some(scale) = &r.scale {
             for level in &scale.levels {

@@ -21,7 +21,9 @@ use kube::{
     core::ApiResource,
 };
 
-use super::{BENCH_NAMESPACE, churn::CHURN_NAMESPACE, scale::SCALE_NAMESPACE};
+use super::{
+    BENCH_NAMESPACE, churn::CHURN_NAMESPACE, scale::SCALE_NAMESPACE, soak::SOAK_NAMESPACE,
+};
 use crate::{
     demo::SYSTEM_NAMESPACE,
     operator::crd::StatefulCluster,
@@ -83,7 +85,7 @@ impl Running {
             return;
         };
         let namespaces: Api<Namespace> = Api::all(client);
-        for name in [BENCH_NAMESPACE, CHURN_NAMESPACE] {
+        for name in [BENCH_NAMESPACE, CHURN_NAMESPACE, SOAK_NAMESPACE] {
             match namespaces.delete(name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -130,7 +132,7 @@ async fn check_cluster(client: &Client, path: &Path) -> Result<()> {
         Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
         Err(e) => return Err(e).context("listing StatefulClusters"),
     };
-    let bench_namespaces = [BENCH_NAMESPACE, CHURN_NAMESPACE];
+    let bench_namespaces = [BENCH_NAMESPACE, CHURN_NAMESPACE, SOAK_NAMESPACE];
     let foreign = existing.iter().find(|c| {
         let namespace = c.metadata.namespace.as_deref().unwrap_or_default();
         !bench_namespaces.contains(&namespace) && !namespace.starts_with(SCALE_NAMESPACE)
