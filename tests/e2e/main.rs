@@ -28,6 +28,7 @@ mod relocated_install;
 mod sentinel;
 mod sentinel_security;
 mod smoke;
+mod startup;
 mod soak;
 mod support;
 mod testenv;
