@@ -134,6 +134,9 @@ pub struct Metrics {
     pub watch_errors: Counter,
     /// StatefulClusters that could not be decoded, once per resourceVersion.
     pub undecodable: Counter,
+    /// Triggers refused because their ID is not a UUID (written by someone other than the
+    /// sentinel).
+    pub invalid_triggers: Counter,
     /// Fights recognised: a foreign manager undid reverts of one object in a row.
     pub drift_fights: Counter,
     /// Reverts held back by a fight's backoff.
@@ -155,6 +158,7 @@ impl Metrics {
             reverted: Counter::default(),
             watch_errors: Counter::default(),
             undecodable: Counter::default(),
+            invalid_triggers: Counter::default(),
             drift_fights: Counter::default(),
             reverts_held: Counter::default(),
             objects_held: Gauge::default(),
@@ -186,6 +190,11 @@ impl Metrics {
             "kube_sentinel_operator_undecodable_resources",
             "StatefulClusters skipped because they could not be decoded, once per resourceVersion",
             metrics.undecodable.clone(),
+        );
+        registry.register(
+            "kube_sentinel_operator_invalid_triggers",
+            "Triggers refused, acknowledged failed and not acted on, because their ID is not a UUID",
+            metrics.invalid_triggers.clone(),
         );
         registry.register(
             "kube_sentinel_operator_drift_fights",

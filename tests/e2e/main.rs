@@ -13,6 +13,7 @@ mod faults;
 mod finalizers;
 mod flags;
 mod forged_status;
+mod hostile;
 mod identity;
 mod installs;
 mod leader;

@@ -80,6 +80,9 @@ impl Context {
         let Some(trigger_id) = cr.pending_trigger().map(str::to_string) else {
             return Ok(Requeue::Now);
         };
+        if uuid::Uuid::parse_str(&trigger_id).is_err() {
+            return self.refuse_invalid_trigger(cr, &names, &trigger_id).await;
+        }
         let sentinel = cr
             .status
             .as_ref()

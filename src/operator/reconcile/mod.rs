@@ -21,6 +21,7 @@ pub mod conditions;
 pub mod events;
 pub mod fast;
 pub mod full;
+mod invalid_trigger;
 mod policy;
 pub mod status;
 
