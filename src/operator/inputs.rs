@@ -184,7 +184,8 @@ impl Inputs {
             Err(e) => {
                 self.reports.metrics.watch_errors.inc();
                 let down_for = self.reports.reachability.failed();
-                tracing::warn!(error = %e, ?down_for, "StatefulCluster watch error; retrying");
+                let cause = crate::watch::cause::likely_cause(&e);
+                tracing::warn!(error = %e, ?down_for, cause, "StatefulCluster watch error; retrying");
             }
         }
     }

@@ -65,7 +65,8 @@ impl OwnerCache {
                         Ok(event) => acknowledgements.observe(&event),
                         Err(e) => {
                             errors.inc();
-                            tracing::warn!(error = %e, "watching the custom resources failed; retrying");
+                            let cause = crate::watch::cause::likely_cause(&e);
+                            tracing::warn!(error = %e, cause, "watching the custom resources failed; retrying");
                         }
                     }
                     future::ready(())

@@ -21,6 +21,7 @@
 pub mod actor;
 pub mod api;
 pub mod backoff;
+pub mod cause;
 pub mod field_path;
 pub mod keys;
 pub mod metadata;
