@@ -304,12 +304,14 @@ fn storm(
                         "triggeredAt": now, "detectedAt": now,
                         "driftedObjects": [{"kind": "StatefulSet", "name": name, "change": "modified"}],
                     }}});
-                    if api
+                    match api
                         .patch_status(&name, &foreign("admin-storm"), &Patch::Merge(patch))
                         .await
-                        .is_ok()
                     {
-                        written.fetch_add(1, Ordering::Relaxed);
+                        Ok(_) => {
+                            written.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => eprintln!("storm write refused: {e}"),
                     }
                 }
             })
