@@ -498,6 +498,10 @@ impl ActorFilter {
 }
 
 #[cfg(test)]
+#[path = "actor_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, Time};
     use serde_json::json;
