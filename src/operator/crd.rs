@@ -469,6 +469,10 @@ pub fn crd_yaml() -> String {
 }
 
 #[cfg(test)]
+#[path = "crd_trigger_properties.rs"]
+mod trigger_properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -198,6 +198,10 @@ fn absent(object: DynamicObject) -> watcher::Event<StatefulCluster> {
 }
 
 #[cfg(test)]
+#[path = "undecodable_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
