@@ -6,7 +6,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::DynamicObject;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::refusal::Refusal;
 use crate::contract::SentinelSpec;
@@ -25,43 +26,29 @@ pub struct OwnerState {
     pub last_trigger: Option<Timestamp>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct SpecView {
-    paused: Option<bool>,
-    sentinel: Option<SentinelSpec>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct SentinelStatusView {
-    triggered_at: Option<MicroTime>,
-    last_handled_at: Option<MicroTime>,
+/// The field `name` of `object` as a `T`; `None` when absent or of another shape.
+fn field<T: DeserializeOwned>(object: Option<&Value>, name: &str) -> Option<T> {
+    T::deserialize(object?.get(name)?).ok()
 }
 
 impl OwnerState {
     /// Reads a custom resource leniently: a field of the wrong shape is treated as absent
     /// (the CRD's schema is what rejects bad specs; the sentinel must not stop on one).
     pub fn from_object(obj: &DynamicObject) -> Self {
-        let spec: SpecView = obj
-            .data
-            .get("spec")
-            .and_then(|s| SpecView::deserialize(s).ok())
-            .unwrap_or_default();
-        let status: SentinelStatusView = obj
-            .data
-            .get("status")
-            .and_then(|s| s.get("sentinel"))
-            .and_then(|s| SentinelStatusView::deserialize(s).ok())
-            .unwrap_or_default();
-        let last_trigger = [status.triggered_at, status.last_handled_at]
-            .into_iter()
-            .flatten()
-            .map(|t| t.0)
-            .max();
+        // Field by field: one of the wrong shape must not take its neighbours with it.
+        let spec = obj.data.get("spec");
+        let status = obj.data.get("status").and_then(|s| s.get("sentinel"));
+        let last_trigger = [
+            field::<MicroTime>(status, "triggeredAt"),
+            field::<MicroTime>(status, "lastHandledAt"),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| t.0)
+        .max();
         Self {
-            paused: spec.paused.unwrap_or(false),
-            sentinel: spec.sentinel.unwrap_or_default(),
+            paused: field(spec, "paused").unwrap_or(false),
+            sentinel: field(spec, "sentinel").unwrap_or_default(),
             deleting: obj.metadata.deletion_timestamp.is_some(),
             last_trigger,
         }
@@ -72,6 +59,10 @@ impl OwnerState {
         Refusal::check(Some(self)).is_ok()
     }
 }
+
+#[cfg(test)]
+#[path = "owner_state_properties.rs"]
+mod properties;
 
 #[cfg(test)]
 mod tests {
