@@ -442,6 +442,10 @@ fn writes_only_ignored_fields(
 }
 
 #[cfg(test)]
+#[path = "detect_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
     use prometheus_client::registry::Registry;
