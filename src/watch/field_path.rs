@@ -238,6 +238,10 @@ pub fn escape(segment: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "field_path_properties.rs"]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use proptest::prelude::*;
     use serde_json::json;
