@@ -111,14 +111,5 @@ impl Toxiproxy {
 pub(crate) fn build() -> Result<std::path::PathBuf> {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/controlplane/build-toxiproxy.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed with {}", script.display(), out.status);
-    }
-    let path = String::from_utf8(out.stdout).context("the script's output")?;
-    Ok(path.trim().into())
+    crate::testenv::run_build_script(&script)
 }

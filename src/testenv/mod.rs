@@ -103,14 +103,21 @@ pub fn build_control_plane() -> Result<PathBuf> {
             script.display()
         );
     }
+    run_build_script(&script)
+}
+
+/// Runs build script `script` (which builds or finds something cached and prints its path)
+/// with its progress on our standard error; the path it printed.
+pub(crate) fn run_build_script(script: &Path) -> Result<PathBuf> {
     let out = std::process::Command::new("bash")
-        .arg(&script)
+        .arg(script)
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     if !out.status.success() {
         bail!("{} failed with {}", script.display(), out.status);
     }
-    let dir = String::from_utf8(out.stdout).context("build.sh printed a non-UTF-8 path")?;
-    Ok(PathBuf::from(dir.trim()))
+    let path = String::from_utf8(out.stdout)
+        .with_context(|| format!("{} printed a non-UTF-8 path", script.display()))?;
+    Ok(PathBuf::from(path.trim()))
 }
