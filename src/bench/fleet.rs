@@ -59,6 +59,25 @@ impl Fleet {
         &self.clusters
     }
 
+    /// Turns the operator's fight backoff off for every resource. A load that drifts each
+    /// resource every few seconds under the same field managers is rightly taken for a fight
+    /// and its reverts held (up to minutes), which would read as drift lost; fights are tested
+    /// on their own (`tests/e2e/drift_policy.rs`).
+    pub(crate) async fn without_fight_backoff(&self) -> Result<()> {
+        let patch = serde_json::json!({"spec": {"sentinel": {"fightBackoff": {"reverts": 0}}}});
+        for cluster in &self.clusters {
+            self.crs
+                .patch(
+                    cluster.name(),
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .with_context(|| format!("turning fight backoff off for {}", cluster.name()))?;
+        }
+        Ok(())
+    }
+
     /// Waits until every resource reads Ready and not Progressing for its generation; fails
     /// after `timeout` or if one of `programs` exits.
     pub(crate) async fn wait_settled(

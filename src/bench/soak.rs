@@ -190,6 +190,7 @@ pub(crate) async fn run(
     programs: &mut Programs,
 ) -> Result<SoakResult> {
     let probes = Probes::of(programs)?;
+    fleet.without_fight_backoff().await?;
     let namespace =
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SOAK_NAMESPACE}});
     manifests::apply(admin, &namespace.to_string(), CREATOR, SOAK_NAMESPACE)

@@ -62,30 +62,11 @@ pub async fn run(config: ControlPlaneConfig, options: FaultOptions) -> Result<bo
     }
 }
 
-/// The load drifts each resource every few seconds under the same field manager, which the
-/// operator rightly takes for a fight and backs off (up to minutes): here that would read as
-/// drift lost to the fault. Fights are tested on their own (`tests/e2e/drift_policy.rs`).
-async fn without_fight_backoff(admin: &kube::Client, fleet: &Fleet) -> Result<()> {
-    let crs: kube::Api<crate::operator::crd::StatefulCluster> =
-        kube::Api::namespaced(admin.clone(), BENCH_NAMESPACE);
-    let patch = serde_json::json!({"spec": {"sentinel": {"fightBackoff": {"reverts": 0}}}});
-    for cluster in fleet.clusters() {
-        crs.patch(
-            cluster.name(),
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .with_context(|| format!("turning fight backoff off for {}", cluster.name()))?;
-    }
-    Ok(())
-}
-
 async fn suite(rig: &mut rig::Rig, options: &FaultOptions) -> Result<bool> {
     let admin = rig.admin_client().await?;
     let _kubelet = PodReadiness::start(admin.clone(), BENCH_NAMESPACE);
     let fleet = Fleet::create(&admin, options.resources).await?;
-    without_fight_backoff(&admin, &fleet).await?;
+    fleet.without_fight_backoff().await?;
     fleet.wait_settled(rig.programs(), SETTLE).await?;
     println!(
         "{} StatefulClusters settled; {} drifts a second from now on",
