@@ -182,10 +182,10 @@ impl Inputs {
                 self.feeder.on_event(event, &self.reports.synced);
             }
             Err(e) => {
-                self.reports.metrics.watch_errors.inc();
+                let reason = self.reports.metrics.watch_errors.record(&e).as_str();
                 let down_for = self.reports.reachability.failed();
                 let cause = crate::watch::cause::likely_cause(&e);
-                tracing::warn!(error = %e, ?down_for, cause, "StatefulCluster watch error; retrying");
+                tracing::warn!(error = %e, reason, ?down_for, cause, "StatefulCluster watch error; retrying");
             }
         }
     }

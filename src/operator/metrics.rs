@@ -21,7 +21,7 @@ use prometheus_client::{
 use super::controller_runtime::ReconcileMetrics;
 use crate::{
     telemetry::LatencyRecorder,
-    watch::{NamespacedName, relist::Relist},
+    watch::{NamespacedName, errors::WatchErrors, relist::Relist},
 };
 
 /// `path` label: which reconcile path ran.
@@ -131,7 +131,7 @@ pub struct Metrics {
     /// Objects reverted by the fast path.
     pub reverted: Counter,
     /// Watch errors (each followed by a retry with backoff), every watch of the operator.
-    pub watch_errors: Counter,
+    pub watch_errors: WatchErrors,
     /// StatefulClusters that could not be decoded, once per resourceVersion.
     pub undecodable: Counter,
     /// Triggers refused because their ID is not a UUID (written by someone other than the
@@ -156,7 +156,7 @@ impl Metrics {
             reconciles: Family::default(),
             manager_runs: Family::default(),
             reverted: Counter::default(),
-            watch_errors: Counter::default(),
+            watch_errors: WatchErrors::register(registry, "kube_sentinel_operator_watch_errors"),
             undecodable: Counter::default(),
             invalid_triggers: Counter::default(),
             drift_fights: Counter::default(),
@@ -180,11 +180,6 @@ impl Metrics {
             "kube_sentinel_operator_reverted_objects",
             "Objects reverted by the fast path",
             metrics.reverted.clone(),
-        );
-        registry.register(
-            "kube_sentinel_operator_watch_errors",
-            "Watch errors, each retried with backoff",
-            metrics.watch_errors.clone(),
         );
         registry.register(
             "kube_sentinel_operator_undecodable_resources",

@@ -21,13 +21,13 @@ use kube::{
     Client,
     runtime::{WatchStreamExt, watcher},
 };
-use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE},
     stream::{ControllerStreamExt, DebounceConfig},
     watch::{
         NamespacedName, OwnerKind,
+        errors::WatchErrors,
         metadata::{MetadataEvent, metadata_events},
     },
 };
@@ -37,7 +37,7 @@ pub fn owner_changes(
     client: Client,
     namespace: Option<&str>,
     watch: watcher::Config,
-    errors: Counter,
+    errors: WatchErrors,
 ) -> impl Stream<Item = NamespacedName> + Send + use<> {
     let config = watch.labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     stream::select_all([
@@ -65,15 +65,15 @@ pub fn owner_changes(
 /// The owners of the objects of one watch that change, as they change.
 fn owners_of(
     events: impl Stream<Item = MetadataEvent> + Send + 'static,
-    errors: Counter,
+    errors: WatchErrors,
 ) -> Pin<Box<dyn Stream<Item = NamespacedName> + Send>> {
     let owner_kind = OwnerKind::default();
     Box::pin(events.touched_objects().filter_map(move |object| {
         let key = match object {
             Ok(meta) => owner_kind.owner_of(&meta),
             Err(e) => {
-                errors.inc();
-                tracing::warn!(error = %e, "owned-object watch error; retrying");
+                let reason = errors.record(&e).as_str();
+                tracing::warn!(error = %e, reason, "owned-object watch error; retrying");
                 None
             }
         };

@@ -11,7 +11,6 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{Client, runtime::watcher};
-use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     contract::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPERATOR_FIELD_MANAGER},
@@ -20,6 +19,7 @@ use crate::{
     watch::{
         NamespacedName, ObjectKey, OwnerKind,
         actor::{ActorFilter, FirstSight, Verdict},
+        errors::WatchErrors,
         metadata::metadata_events,
         relist::Relist,
     },
@@ -154,7 +154,7 @@ pub fn secret_drifts(
     namespace: Option<&str>,
     window: Duration,
     watch: watcher::Config,
-    errors: Counter,
+    errors: WatchErrors,
 ) -> impl Stream<Item = SecretDrift> + Send + use<> {
     let config = watch.labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let mut judge = SecretJudge::new();
@@ -162,8 +162,8 @@ pub fn secret_drifts(
         .filter_map(move |event| {
             let event = event
                 .map_err(|e| {
-                    errors.inc();
-                    tracing::warn!(error = %e, "Secret watch error; retrying");
+                    let reason = errors.record(&e).as_str();
+                    tracing::warn!(error = %e, reason, "Secret watch error; retrying");
                 })
                 .ok();
             futures::future::ready(event)

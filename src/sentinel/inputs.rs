@@ -13,7 +13,6 @@ use kube::{
     api::DynamicObject,
     runtime::{WatchStreamExt, reflector, watcher},
 };
-use prometheus_client::metrics::counter::Counter;
 use tokio::{sync::watch, task::JoinHandle};
 
 use super::{acknowledged::Acknowledgements, detect::Input};
@@ -22,6 +21,7 @@ use crate::{
     watch::{
         NamespacedName, OwnerKind,
         api::dynamic_namespaced_or_all,
+        errors::WatchErrors,
         metadata::{MetadataEvent, metadata_events},
     },
 };
@@ -48,7 +48,7 @@ impl OwnerCache {
         namespace: Option<&str>,
         kind: &OwnerKind,
         watch: watcher::Config,
-        errors: Counter,
+        errors: WatchErrors,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<Option<Self>> {
         let api = dynamic_namespaced_or_all(client.clone(), namespace, &kind.resource);
@@ -64,9 +64,9 @@ impl OwnerCache {
                     match event {
                         Ok(event) => acknowledgements.observe(&event),
                         Err(e) => {
-                            errors.inc();
+                            let reason = errors.record(&e).as_str();
                             let cause = crate::watch::cause::likely_cause(&e);
-                            tracing::warn!(error = %e, cause, "watching the custom resources failed; retrying");
+                            tracing::warn!(error = %e, reason, cause, "watching the custom resources failed; retrying");
                         }
                     }
                     future::ready(())
@@ -105,7 +105,7 @@ pub fn detector_inputs(
     selector: &str,
     leadership: watch::Receiver<bool>,
     reachability: Reachability,
-    watch_errors: Counter,
+    watch_errors: WatchErrors,
 ) -> impl Stream<Item = Input> + Send + 'static {
     let events = infrastructure_events(client, namespace, watch.labels(selector));
     let beats = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(BEAT_EVERY))
@@ -142,7 +142,7 @@ fn infrastructure_events(
 fn watch_inputs(
     events: impl Stream<Item = (&'static str, MetadataEvent)> + Send + 'static,
     mut reachability: Reachability,
-    watch_errors: Counter,
+    watch_errors: WatchErrors,
 ) -> impl Stream<Item = Input> + Send + 'static {
     events.filter_map(move |(kind, event)| {
         let input = match event {
@@ -151,9 +151,9 @@ fn watch_inputs(
                 Some(Input::Watch(kind, event))
             }
             Err(e) => {
-                watch_errors.inc();
+                let reason = watch_errors.record(&e).as_str();
                 let down_for = reachability.failed();
-                tracing::warn!(kind, error = %e, down_for = ?down_for, "watch failed; retrying with backoff");
+                tracing::warn!(kind, error = %e, reason, down_for = ?down_for, "watch failed; retrying with backoff");
                 None
             }
         };

@@ -6,6 +6,7 @@ use prometheus_client::{
 };
 
 use super::refusal::Refusal;
+use crate::watch::errors::WatchErrors;
 
 /// A label set with one label.
 pub type Label = [(&'static str, &'static str); 1];
@@ -36,8 +37,8 @@ pub struct SentinelMetrics {
     pub pending_keys: Gauge,
     /// Seconds from the first drift event of a burst to its trigger written.
     pub drift_to_trigger_seconds: Histogram,
-    /// Watch errors (each followed by a retry with backoff).
-    pub watch_errors: Counter,
+    /// Watch errors by reason (each followed by a retry with backoff).
+    pub watch_errors: WatchErrors,
 }
 
 impl SentinelMetrics {
@@ -56,7 +57,7 @@ impl SentinelMetrics {
             drift_to_trigger_seconds: Histogram::new([
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0,
             ]),
-            watch_errors: Counter::default(),
+            watch_errors: WatchErrors::default(),
         };
         // Every reason a burst can be dropped for, at zero: a dashboard's query of a counter
         // that nothing has touched yet finds it (an empty family is not exported).
@@ -111,11 +112,7 @@ impl SentinelMetrics {
             "Seconds from the first drift event of a burst to its trigger written",
             m.drift_to_trigger_seconds.clone(),
         );
-        r.register(
-            "watch_errors",
-            "Watch errors, each retried with backoff",
-            m.watch_errors.clone(),
-        );
-        m
+        let watch_errors = WatchErrors::register(r, "watch_errors");
+        Self { watch_errors, ..m }
     }
 }

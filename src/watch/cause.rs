@@ -4,32 +4,24 @@
 
 use kube::runtime::watcher;
 
+use super::errors::WatchErrorReason;
+
 /// The likely cause of `error` and what to do, for a log line; `None` when it says enough.
 pub fn likely_cause(error: &watcher::Error) -> Option<&'static str> {
-    let client_error = match error {
-        watcher::Error::InitialListFailed(e)
-        | watcher::Error::WatchStartFailed(e)
-        | watcher::Error::WatchFailed(e) => e,
-        watcher::Error::WatchError(status) => return by_code(status.code),
-        watcher::Error::NoResourceVersion => return None,
-    };
-    match client_error {
-        kube::Error::Api(status) => by_code(status.code),
-        kube::Error::Service(_) | kube::Error::HyperError(_) => {
+    match WatchErrorReason::of(error) {
+        WatchErrorReason::Unreachable => {
             Some("the API server does not answer: check the kubeconfig's server and the network")
         }
-        _ => None,
-    }
-}
-
-fn by_code(code: u16) -> Option<&'static str> {
-    match code {
-        404 => Some(
+        WatchErrorReason::NotServed => Some(
             "the resource is not served: is the StatefulCluster CRD installed (kubectl apply -f deploy/crd/)?",
         ),
-        403 => Some("forbidden: the ServiceAccount lacks the rights its deploy/*/rbac.yaml grants"),
-        401 => Some("unauthorized: the kubeconfig's credentials are not accepted"),
-        _ => None,
+        WatchErrorReason::Unauthorized => {
+            Some("unauthorized: the kubeconfig's credentials are not accepted")
+        }
+        WatchErrorReason::Forbidden => {
+            Some("forbidden: the ServiceAccount lacks the rights its deploy/*/rbac.yaml grants")
+        }
+        WatchErrorReason::Expired | WatchErrorReason::ServerBusy | WatchErrorReason::Other => None,
     }
 }
 
@@ -49,6 +41,7 @@ mod tests {
     fn names_the_crd_the_rights_or_nothing() {
         assert!(likely_cause(&api(404)).is_some_and(|c| c.contains("CRD")));
         assert!(likely_cause(&api(403)).is_some_and(|c| c.contains("rights")));
+        assert!(likely_cause(&api(401)).is_some_and(|c| c.contains("credentials")));
         assert_eq!(likely_cause(&api(500)), None);
         assert_eq!(likely_cause(&watcher::Error::NoResourceVersion), None);
     }

@@ -22,6 +22,7 @@ pub mod actor;
 pub mod api;
 pub mod backoff;
 pub mod cause;
+pub mod errors;
 pub mod field_path;
 pub mod keys;
 pub mod metadata;
