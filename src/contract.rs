@@ -241,9 +241,35 @@ pub fn is_pending(trigger_id: Option<&str>, last_handled_trigger_id: Option<&str
     }
 }
 
+/// Whether `id` is a trigger ID as the sentinel writes it: a UUID, hyphenated and lowercase.
+/// The operator acts on nothing else (an admin's typo, a forged line), and one trigger has
+/// one spelling, so `lastHandledTriggerID` compares equal to the trigger it acknowledges.
+pub fn is_trigger_id(id: &str) -> bool {
+    // 36 characters is the hyphenated form only (braced, URN and simple differ in length).
+    id.len() == 36
+        && !id.bytes().any(|b| b.is_ascii_uppercase())
+        && uuid::Uuid::try_parse(id).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trigger_id_is_a_uuid_spelled_as_the_sentinel_spells_it() {
+        let id = "0b6f8a52-3c1e-4d2a-9f3b-7e5c4a1d2b90";
+        assert!(is_trigger_id(id));
+        for other in [
+            id.to_uppercase(),
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            id.replace('-', ""),
+            format!("{id}\n"),
+            "not-a-uuid".to_string(),
+        ] {
+            assert!(!is_trigger_id(&other), "{other:?}");
+        }
+    }
 
     #[test]
     fn pending_only_when_set_and_unacknowledged() {

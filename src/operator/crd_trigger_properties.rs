@@ -25,7 +25,7 @@ fn allowed_by_policy(id: &str) -> bool {
 
 /// What the fast path acts on; anything else it refuses (`refuse_invalid_trigger`).
 fn acted_on(id: &str) -> bool {
-    uuid::Uuid::parse_str(id).is_ok()
+    crate::contract::is_trigger_id(id)
 }
 
 fn cluster(status: StatefulClusterStatus) -> StatefulCluster {
@@ -144,9 +144,9 @@ proptest! {
     }
 
     /// A trigger ID of any content, in an otherwise well-formed status, is read back exactly;
-    /// the fast path acts on it when the sentinel's policy allows it, and never when it is
-    /// longer than a UUID's longest notation or holds anything but hex digits, `-`, braces and
-    /// `urn:uuid:` (so no newline or quote reaches a log line as an ID acted on).
+    /// the fast path acts on it when the sentinel's policy allows it, and only when it is a
+    /// UUID as the sentinel writes it: 36 characters, lowercase hex digits and `-` (so no
+    /// newline or quote reaches a log line as an ID acted on, and one UUID has one spelling).
     #[test]
     fn a_trigger_id_is_read_back_exactly_and_gated(id in any_trigger_id()) {
         let raw = json!({"sentinel": {"triggerID": id, "lastHandledTriggerID": "earlier",
@@ -158,9 +158,9 @@ proptest! {
             prop_assert!(acted_on(&id), "{id:?}");
         }
         if acted_on(&id) {
-            prop_assert!(id.len() <= "urn:uuid:".len() + 36, "{id:?}");
+            prop_assert_eq!(id.len(), 36, "{:?}", id);
             prop_assert!(
-                id.chars().all(|c| c.is_ascii_hexdigit() || "-{}urn:id".contains(c)),
+                id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f' | '-')),
                 "{id:?}"
             );
         }

@@ -188,7 +188,7 @@ impl Metrics {
         );
         registry.register(
             "kube_sentinel_operator_invalid_triggers",
-            "Triggers refused, acknowledged failed and not acted on, because their ID is not a UUID",
+            "Triggers refused, acknowledged failed and not acted on, because their ID is not a lowercase hyphenated UUID",
             metrics.invalid_triggers.clone(),
         );
         registry.register(

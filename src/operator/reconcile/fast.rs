@@ -80,7 +80,7 @@ impl Context {
         let Some(trigger_id) = cr.pending_trigger().map(str::to_string) else {
             return Ok(Requeue::Now);
         };
-        if uuid::Uuid::parse_str(&trigger_id).is_err() {
+        if !crate::contract::is_trigger_id(&trigger_id) {
             return self.refuse_invalid_trigger(cr, &names, &trigger_id).await;
         }
         let sentinel = cr

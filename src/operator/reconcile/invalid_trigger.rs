@@ -33,10 +33,10 @@ impl Context {
             EventType::Warning,
             "InvalidTrigger",
             "Acknowledge",
-            format!("trigger ID {shown:?} is not a UUID: refused, not acted on (the full reconcile still runs)"),
+            format!("trigger ID {shown:?} is not a lowercase hyphenated UUID: refused, not acted on (the full reconcile still runs)"),
         )
         .await;
-        tracing::warn!(resource = %names.name, trigger = ?shown, "trigger ID is not a UUID: refused, not acted on");
+        tracing::warn!(resource = %names.name, trigger = ?shown, "trigger ID is not a lowercase hyphenated UUID: refused, not acted on");
         Ok(Requeue::Now)
     }
 }
