@@ -221,9 +221,43 @@ pub async fn kube_client(kubeconfig: Option<&Path>, timeouts: Timeouts) -> anyho
     api_client::build(config, timeouts).context("building the Kubernetes client")
 }
 
+/// `error` and its causes on one line, `: `-separated, as `{:#}` prints them, but without a
+/// cause its parent's message already ends with (kube's kubeconfig errors print their source
+/// and return it as the cause too).
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let missing = Path::new("/nonexistent/kube-sentinel.kubeconfig");
+        let error = kube::config::Kubeconfig::read_from(missing)
+            .context("reading kubeconfig /nonexistent/kube-sentinel.kubeconfig")
+            .expect_err("the file does not exist");
+        let line = error_line(&error);
+        assert_eq!(line.matches("os error 2").count(), 1, "{line}");
+        assert!(
+            line.starts_with("reading kubeconfig /nonexistent"),
+            "{line}"
+        );
+        let chained = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(error_line(&chained), "outer: middle: inner");
+    }
 
     #[derive(Clone, Debug)]
     struct Example;

@@ -196,7 +196,7 @@ async fn main() {
         }
     };
     if let Err(e) = result {
-        eprintln!("kube-sentinel: {e:#}");
+        eprintln!("kube-sentinel: {}", kube_sentinel::cli::error_line(&e));
         std::process::exit(1);
     }
 }
