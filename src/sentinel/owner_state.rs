@@ -31,6 +31,30 @@ fn field<T: DeserializeOwned>(object: Option<&Value>, name: &str) -> Option<T> {
     T::deserialize(object?.get(name)?).ok()
 }
 
+/// The field `name` of `object` as a `T` built from its sub-fields of the right shape (the
+/// others treated as absent); the default when absent or not an object.
+fn field_by_field<T: DeserializeOwned + Default>(object: Option<&Value>, name: &str) -> T {
+    let Some(value) = object.and_then(|o| o.get(name)) else {
+        return T::default();
+    };
+    if let Ok(whole) = T::deserialize(value) {
+        return whole;
+    }
+    // Only a malformed object pays for the copies.
+    let Value::Object(fields) = value else {
+        return T::default();
+    };
+    let well_formed: serde_json::Map<String, Value> = fields
+        .iter()
+        .filter(|(key, v)| {
+            let alone = Value::Object([((*key).clone(), (*v).clone())].into_iter().collect());
+            T::deserialize(alone).is_ok()
+        })
+        .map(|(key, v)| (key.clone(), v.clone()))
+        .collect();
+    T::deserialize(Value::Object(well_formed)).unwrap_or_default()
+}
+
 impl OwnerState {
     /// Reads a custom resource leniently: a field of the wrong shape is treated as absent
     /// (the CRD's schema is what rejects bad specs; the sentinel must not stop on one).
@@ -48,7 +72,7 @@ impl OwnerState {
         .max();
         Self {
             paused: field(spec, "paused").unwrap_or(false),
-            sentinel: field(spec, "sentinel").unwrap_or_default(),
+            sentinel: field_by_field(spec, "sentinel"),
             deleting: obj.metadata.deletion_timestamp.is_some(),
             last_trigger,
         }

@@ -147,3 +147,19 @@ fn an_odd_paused_keeps_the_sentinel_spec() {
     assert_eq!(state.sentinel.enabled, Some(false));
     assert!(!state.paused && !state.wants_triggers());
 }
+
+/// The same defect one level down: an odd field of `spec.sentinel` lost its neighbours, so
+/// `enabled: false` beside an odd window got triggers.
+#[test]
+fn an_odd_sentinel_field_keeps_its_neighbours() {
+    let state = owner(
+        json!({"sentinel": {"enabled": false, "debounceWindowSeconds": "five",
+            "ignore": [{"kind": 7}], "maxWaitSeconds": 20}}),
+        json!({}),
+    );
+    assert_eq!(state.sentinel.enabled, Some(false));
+    assert_eq!(state.sentinel.max_wait_seconds, Some(20));
+    assert_eq!(state.sentinel.debounce_window_seconds, None);
+    assert!(state.sentinel.ignore.is_empty());
+    assert!(!state.wants_triggers());
+}
