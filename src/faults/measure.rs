@@ -229,9 +229,9 @@ async fn judge(row: &mut Row, fault: Fault, counted: Counters, rig: &mut Rig) {
         Fault::ServerErrors => (counted.server_errors > 0.0)
             .then_some(())
             .ok_or("no 5xx answered"),
-        Fault::WatchExpired => (counted.watch_errors > 0.0)
+        Fault::WatchExpired => (counted.watches_expired > 0.0)
             .then_some(())
-            .ok_or("no watch error (410 Gone) seen"),
+            .ok_or("no watch expired (410 Gone)"),
         _ => Ok(()),
     };
     if let Err(missing) = evidence {

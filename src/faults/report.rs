@@ -84,7 +84,7 @@ impl Row {
 /// The rows as a Markdown table.
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| fault | lasted | injected | reverted (read back) | lost | unacked | worst drift→revert during | recovered after | writes/drift (sentinel, operator) | 429s, 5xx, watch errors, Lease-loss exits | result |\n\
+        "| fault | lasted | injected | reverted (read back) | lost | unacked | worst drift→revert during | recovered after | writes/drift (sentinel, operator) | 429s, 5xx, watch errors (410 Gone), Lease-loss exits | result |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for row in rows {
@@ -97,7 +97,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
             format!("**FAIL**: {}", row.failures.join("; "))
         };
         out.push_str(&format!(
-            "| {} | {:.1} s | {} | {} ({}) | {} | {} | {worst} | {:.1} s | {:.2}, {:.2} | {}, {}, {}, {} | {result} |\n",
+            "| {} | {:.1} s | {} | {} ({}) | {} | {} | {worst} | {:.1} s | {:.2}, {:.2} | {}, {}, {} ({}), {} | {result} |\n",
             row.fault.name(),
             row.fault_lasted.as_secs_f64(),
             row.injected,
@@ -111,6 +111,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
             row.counted.throttled,
             row.counted.server_errors,
             row.counted.watch_errors,
+            row.counted.watches_expired,
             row.lease_exits,
         ));
     }

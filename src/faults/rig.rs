@@ -59,8 +59,10 @@ pub(crate) struct Counters {
     pub operator_writes: f64,
     /// Triggers the sentinel wrote.
     pub triggers_written: f64,
-    /// Watch errors both programs retried (410 Gone among them).
+    /// Watch errors both programs retried.
     pub watch_errors: f64,
+    /// Of those, watches whose resource version expired (410 Gone) and relisted.
+    pub watches_expired: f64,
     /// Answers 429 (Too Many Requests) both programs received.
     pub throttled: f64,
     /// Answers 5xx both programs received.
@@ -262,6 +264,9 @@ fn through(mut kubeconfig: Kubeconfig, port: u16) -> Kubeconfig {
     kubeconfig
 }
 
+/// The label of watch errors that were expired resource versions.
+const EXPIRED: &str = "reason=\"expired\"";
+
 impl Counters {
     /// What the replica of `kind` serving metrics on `port` counted; `None` if unreadable.
     async fn of(kind: ProgramKind, port: u16) -> Option<Self> {
@@ -281,6 +286,7 @@ impl Counters {
                 sentinel_writes: writes,
                 triggers_written: sum("kube_sentinel_sentinel_triggers_written_total", ""),
                 watch_errors: sum("kube_sentinel_sentinel_watch_errors_total", ""),
+                watches_expired: sum("kube_sentinel_sentinel_watch_errors_total", EXPIRED),
                 throttled,
                 server_errors,
                 ..Self::default()
@@ -288,6 +294,7 @@ impl Counters {
             ProgramKind::Operator => Self {
                 operator_writes: writes,
                 watch_errors: sum("kube_sentinel_operator_watch_errors_total", ""),
+                watches_expired: sum("kube_sentinel_operator_watch_errors_total", EXPIRED),
                 throttled,
                 server_errors,
                 ..Self::default()
@@ -304,6 +311,7 @@ impl Add for Counters {
             operator_writes: self.operator_writes + o.operator_writes,
             triggers_written: self.triggers_written + o.triggers_written,
             watch_errors: self.watch_errors + o.watch_errors,
+            watches_expired: self.watches_expired + o.watches_expired,
             throttled: self.throttled + o.throttled,
             server_errors: self.server_errors + o.server_errors,
         }
@@ -318,6 +326,7 @@ impl Sub for Counters {
             operator_writes: self.operator_writes - o.operator_writes,
             triggers_written: self.triggers_written - o.triggers_written,
             watch_errors: self.watch_errors - o.watch_errors,
+            watches_expired: self.watches_expired - o.watches_expired,
             throttled: self.throttled - o.throttled,
             server_errors: self.server_errors - o.server_errors,
         }
