@@ -60,6 +60,8 @@ pub mod leader;
 pub mod manifests;
 #[cfg(feature = "kubernetes")]
 pub mod operator;
+#[cfg(all(test, feature = "kubernetes"))]
+mod proptest_json;
 #[cfg(feature = "kubernetes")]
 pub mod sentinel;
 pub mod stream;

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use super::{StatefulCluster, StatefulClusterStatus};
 use crate::{
     contract::{DriftChange, DriftedObject},
+    proptest_json::any_json,
     sentinel::trigger::{DriftBurst, status_patch},
 };
 
@@ -59,25 +60,6 @@ fn any_trigger_id() -> impl Strategy<Value = String> {
         (".{1,4}", 1usize..100_000).prop_map(|(s, n)| s.repeat(n).chars().take(n).collect()),
         Just(String::new()),
     ]
-}
-
-/// Any JSON value, nested a few levels.
-fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| json!(f)),
-        ".{0,12}".prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 24, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-zA-Z]{0,8}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
 }
 
 /// A `status.sentinel` whose every field is absent, well-formed or garbage.

@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use super::{ActorFilter, BEFORE_FIRST_APPLY, FirstSight, UNKNOWN_ACTOR, Verdict};
-use crate::watch::ObjectKey;
+use crate::{proptest_json::any_json, watch::ObjectKey};
 
 const OPERATOR: &str = "kube-sentinel-operator";
 const IGNORED: [&str; 3] = [OPERATOR, "kube-sentinel", "kube-controller-manager"];
@@ -354,24 +354,6 @@ fn raw_entry() -> impl Strategy<Value = Value> {
             put("fieldsV1", Some(fields));
             Value::Object(entry)
         })
-}
-
-/// Any JSON value, nested a few levels.
-pub(crate) fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| json!(f)),
-        ".{0,8}".prop_map(Value::from),
-    ];
-    leaf.prop_recursive(4, 32, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z:.{}\"]{0,6}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
 }
 
 proptest! {
